@@ -1,0 +1,93 @@
+"""``visfeat render MODEL UNIT [UNIT ...] -o DIR``: one PNG and one JSON sidecar per unit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+from ..errors import VisfeatError
+from . import add_model_args, load_model_from_args
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("render", help="feature-visualize units (batched into one optimization)")
+    add_model_args(p)
+    p.add_argument("units", nargs="+", help="unit strings: blocks.4:12, blocks.4:12@3,5, logit:espresso")
+    p.add_argument("-o", "--out", required=True, help="output folder (created)")
+    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param", default="fourier", choices=["fourier", "pixel", "maco"])
+    p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the parameterization's)")
+    p.add_argument("--batch-size", type=int, default=64, help="units optimized together per run")
+    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast on CUDA")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` and make sure files can be written there, before any work is done."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".visfeat-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise VisfeatError(f"cannot write to output folder {out}: {e}; pick another folder with -o") from e
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import __version__, param
+    from ..images import atomic_write, save_image
+    from ..render import render
+    from ..units import parse_unit
+
+    units = [parse_unit(u) for u in args.units]  # parse errors before any work
+    objectives = [u.objective() for u in units]
+    out = Path(args.out)
+    check_writable(out)
+    model = load_model_from_args(args)
+    for u in units:
+        u.validate(model)  # unknown layer or channel out of range: error before optimizing
+    kwargs = {"size": args.size} if args.size else {}
+    p = param.create(args.param, **kwargs)
+    for start in range(0, len(units), args.batch_size):
+        chunk = slice(start, start + args.batch_size)
+        result = render(
+            model,
+            objectives[chunk],
+            param=p,
+            steps=args.steps,
+            lr=args.lr,
+            seed=args.seed + start,
+            amp=args.amp,
+            progress=not args.no_progress,
+        )
+        for i, unit in enumerate(units[chunk]):
+            png, js = out / f"{unit.filename()}.png", out / f"{unit.filename()}.json"
+            save_image(result.images[i], png)
+            sidecar = {
+                "unit": str(unit),
+                "objective": result.names[i],
+                "values": _subsample(result.history[:, i].tolist()),
+                "final": result.history[-1, i].item(),
+                "settings": result.settings,
+                "versions": {"visfeat": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            }
+            atomic_write(js, json.dumps(sidecar, indent=2).encode())
+            print(f"{unit}: {sidecar['final']:.4g} -> {png}")
+    return 0
+
+
+def _subsample(values: list[float], keep: int = 64) -> list[list[float]]:
+    """[step, value] pairs, at most ``keep`` of them, always including the last step."""
+    stride = max(1, len(values) // keep)
+    idx = list(range(0, len(values), stride))
+    if idx[-1] != len(values) - 1:
+        idx.append(len(values) - 1)
+    return [[i, round(values[i], 5)] for i in idx]

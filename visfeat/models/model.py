@@ -1,0 +1,108 @@
+"""Model: a frozen module in eval mode, its InputSpec and its layer catalogue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import nn
+
+from ..errors import UnknownLayerError, unknown
+from ..hooks import LOGITS, activations, capture, run
+from .spec import InputSpec
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the layer catalogue."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...] | None  # output shape without batch, at the spec's input size
+    layout: str = ""  # "CHW", "tokens", "vector", or "" when the output is not a tensor
+
+    @property
+    def channels(self) -> int | None:
+        if not self.shape:
+            return None
+        return self.shape[-1] if self.layout == "tokens" else self.shape[0]
+
+
+@dataclass
+class Model:
+    """A vision model ready for interpretability: frozen, in eval mode, with its preprocessing."""
+
+    module: nn.Module
+    spec: InputSpec = field(default_factory=InputSpec)
+    name: str = "custom"
+    logits_layer: str = ""  # submodule whose output is the class logits ("" = the model's output)
+    labels: tuple[str, ...] | None = None  # class names, index-aligned with the logits
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.module, nn.Module):
+            raise TypeError(f"Model needs an nn.Module, got {type(self.module).__name__}")
+        self.module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.module.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> Model:
+        self.module.to(device)
+        return self
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        return self.spec.preprocess(images)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's output for a [0, 1] image batch."""
+        return self.module(self.preprocess(images))
+
+    @cached_property
+    def layers(self) -> dict[str, LayerInfo]:
+        """Every named submodule with its output shape at the spec's input size (one dry forward)."""
+        names = [n for n, _ in self.module.named_modules() if n]
+        h, w = self.spec.size or (224, 224)
+        x = torch.rand(1, 3, h, w, device=self.device)
+        with (
+            torch.no_grad(),
+            capture(self.module, names + [LOGITS], stop_early=False, logits=self.logits_layer) as acts,
+        ):
+            run(self.module, self.preprocess(x))
+        mods = dict(self.module.named_modules())
+        out = {}
+        for n in names + [LOGITS]:
+            act = acts.get(n)
+            if isinstance(act, (tuple, list)) and act and torch.is_tensor(act[0]):
+                act = act[0]
+            shape = tuple(act.shape[1:]) if torch.is_tensor(act) else None
+            layout = {3: "CHW", 2: "tokens", 1: "vector"}.get(len(shape), "") if shape is not None else ""
+            typ = type(mods[n]).__name__ if n != LOGITS else "output"
+            out[n] = LayerInfo(n, typ, shape, layout)
+        return out
+
+    def layer(self, name: str) -> LayerInfo:
+        """Catalogue entry of one layer; unknown names list the closest ones."""
+        if name not in self.layers:
+            raise UnknownLayerError(unknown("layer", name, self.layers))
+        return self.layers[name]
+
+    def activations(self, images: torch.Tensor, layers: list[str], stop_early: bool = True) -> dict:
+        """Outputs of ``layers`` for a [0, 1] image batch (no gradient bookkeeping is changed)."""
+        return activations(self.module, self.preprocess(images), layers, stop_early, self.logits_layer)
+
+    def describe(self) -> str:
+        """The layer catalogue as a table."""
+        rows = [
+            f"{self.name}: input {self.spec.size}, range {self.spec.value_range}, mean {self.spec.mean}, std {self.spec.std}"
+        ]
+        width = max(len(n) for n in self.layers)
+        for info in self.layers.values():
+            shape = "x".join(map(str, info.shape)) if info.shape else "-"
+            rows.append(f"{info.name:<{width}}  {info.type:<24} {shape:<16} {info.layout}")
+        return "\n".join(rows)

@@ -1,0 +1,80 @@
+"""Pixel and Fourier image parameterizations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .color import to_rgb
+
+
+def rfft_freqs(h: int, w: int) -> torch.Tensor:
+    """Frequency magnitude (cycles per pixel) of every rfft2 coefficient: [h, w // 2 + 1]."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    return (fx**2 + fy**2).sqrt()
+
+
+class PixelImage(nn.Module):
+    """Each pixel is a parameter (in the decorrelated colour basis, squashed by a sigmoid)."""
+
+    def __init__(self, init: torch.Tensor, decorrelate: bool) -> None:
+        super().__init__()
+        self.pixels = nn.Parameter(init)
+        self.decorrelate = decorrelate
+
+    def forward(self) -> torch.Tensor:
+        return to_rgb(self.pixels, self.decorrelate)
+
+
+class FourierImage(nn.Module):
+    """The image's 2-D spectrum is the parameter, scaled by 1/f^decay so all frequencies learn alike."""
+
+    def __init__(self, init: torch.Tensor, size: tuple[int, int], decay: float, decorrelate: bool) -> None:
+        super().__init__()
+        h, w = size
+        self.size = size
+        self.spectrum = nn.Parameter(init)  # [B, 3, h, w//2+1, 2] (real, imag)
+        scale = 1.0 / rfft_freqs(h, w).clamp(min=1.0 / max(h, w)) ** decay
+        self.register_buffer("scale", scale.to(init.device))
+        self.decorrelate = decorrelate
+
+    def forward(self) -> torch.Tensor:
+        spec = torch.view_as_complex(self.spectrum) * self.scale
+        img = torch.fft.irfft2(spec, s=self.size, norm="ortho") / 4.0
+        return to_rgb(img, self.decorrelate)
+
+
+@dataclass(frozen=True)
+class Pixel:
+    """Settings of a pixel parameterization; ``build`` makes the module for a batch."""
+
+    size: int | tuple[int, int] = 128
+    sd: float = 0.01  # std of the random init
+    decorrelate: bool = True
+
+    def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> PixelImage:
+        h, w = _pair(self.size)
+        init = torch.randn(batch, 3, h, w, generator=generator) * self.sd
+        return PixelImage(init.to(device), self.decorrelate)
+
+
+@dataclass(frozen=True)
+class Fourier:
+    """Settings of a Fourier parameterization with 1/f^decay spectrum scaling (Lucid's default)."""
+
+    size: int | tuple[int, int] = 128
+    sd: float = 0.01  # std of the random init of the spectrum
+    decay: float = 1.0  # spectrum scaling 1/f^decay; 1 matches natural images
+    decorrelate: bool = True
+
+    def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> FourierImage:
+        h, w = _pair(self.size)
+        init = torch.randn(batch, 3, h, w // 2 + 1, 2, generator=generator) * self.sd
+        return FourierImage(init.to(device), (h, w), self.decay, self.decorrelate)
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))

@@ -1,0 +1,208 @@
+"""render: the one optimization loop that turns objectives into images.
+
+``render(model, objectives)`` builds a parameterized image batch, and for ``steps`` iterations
+applies random transforms, runs the model up to the deepest layer the objective needs, and takes an
+Adam step to raise the objective. A list of N objectives is rendered as one batch of N images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import param as params
+from . import transforms as tf
+from .errors import NonFiniteObjectiveError, VisfeatError
+from .hooks import capture, run
+from .models import Model, load_model
+from .objectives import INPUT, Objective, as_objective, per_image
+
+
+@dataclass
+class RenderResult:
+    """Images [N, 3, H, W] in [0, 1] (CPU), per-step objective values [steps, N], and the settings."""
+
+    images: torch.Tensor
+    history: torch.Tensor
+    names: list[str]
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> torch.Tensor:
+        """Objective value of each image at the last step."""
+        return self.history[-1]
+
+
+def default_param(model: Model) -> params.Param:
+    """Fourier at 128 px, upsampled to the model's input size by :func:`default_transforms`."""
+    return params.fourier(size=128)
+
+
+def default_transforms(model: Model, image_size: int | tuple[int, int] | None = None) -> tf.Transform:
+    """Lucid's robustness set, then a resize to the model's input size (as lucent does)."""
+    parts = [tf.standard()]
+    if model.spec.size is not None:
+        parts.append(tf.resize(model.spec.size))
+    return tf.compose(*parts)
+
+
+def _objectives(
+    objectives: Objective | str | Sequence[Objective | str], batch: int | None
+) -> tuple[Objective, int, list[str]]:
+    if isinstance(objectives, (Objective, str)):
+        obj = as_objective(objectives)
+        n = batch or 1
+        return obj, n, [obj.name] * n
+    objs = [as_objective(o) for o in objectives]
+    if batch not in (None, len(objs)):
+        raise VisfeatError(f"batch={batch} but {len(objs)} objectives were given (one image each); drop batch=")
+    return per_image(objs), len(objs), [o.name for o in objs]
+
+
+def _autocast(device: torch.device, amp: str | None):
+    if amp is None:
+        return contextlib.nullcontext(), None
+    if device.type != "cuda":
+        raise VisfeatError(f"amp={amp!r} is for CUDA devices; the model is on {device}. Drop amp= on CPU/MPS")
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in dtypes:
+        raise VisfeatError(f"amp must be 'bf16' or 'fp16', got {amp!r}")
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    return torch.autocast("cuda", dtype=dtypes[amp]), scaler
+
+
+def render(
+    model: Model | str,
+    objectives: Objective | str | Sequence[Objective | str],
+    *,
+    param: params.Param | None = None,
+    transforms: tf.Transform | None = None,
+    steps: int = 256,
+    lr: float = 0.05,
+    seed: int = 0,
+    batch: int | None = None,
+    device: str | torch.device | None = None,
+    amp: str | None = None,
+    progress: bool = True,
+) -> RenderResult:
+    """Optimize images that maximize ``objectives``.
+
+    ``objectives``: an Objective or unit string (``batch`` images of it), or a list of them (one
+    image each, optimized together). ``param`` defaults to :func:`default_param`, ``transforms`` to
+    :func:`default_transforms`. Deterministic on CPU for a fixed ``seed``. ``amp`` ("bf16"/"fp16")
+    enables autocast on CUDA.
+    """
+    model = load_model(model)
+    if steps < 1:
+        raise VisfeatError(f"steps must be at least 1, got {steps}")
+    obj, n, names = _objectives(objectives, batch)
+    if device is not None:
+        model.to(device)
+    dev = model.device
+    param = param or default_param(model)
+    transforms = transforms or default_transforms(model)
+    gen = torch.Generator().manual_seed(seed)
+    image = param.build(n, gen, dev)
+    opt = torch.optim.Adam(image.parameters(), lr=lr)
+    layers = sorted(obj.layers - {INPUT})
+    cast, scaler = _autocast(dev, amp)
+    history = torch.empty(steps, n)
+    bar = _progress(steps, progress, names)
+    start = time.perf_counter()
+    try:
+        for step in range(steps):
+            opt.zero_grad(set_to_none=True)
+            images = image()
+            with cast, capture(model.module, layers, logits=model.logits_layer) as acts:
+                run(model.module, model.preprocess(transforms(images, gen)))
+                acts[INPUT] = images
+                scores = obj(acts).float()
+            if not torch.isfinite(scores).all():
+                bad = [names[i] for i in range(n) if not torch.isfinite(scores[i])]
+                raise NonFiniteObjectiveError(
+                    f"objective became non-finite at step {step} for {', '.join(bad)}; "
+                    "lower lr, or check the model for NaNs with this input"
+                )
+            loss = -scores.sum()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            history[step] = scores.detach().cpu()
+            if bar is not None:
+                bar.update(1)
+                if step % 16 == 0 or step == steps - 1:
+                    bar.set_postfix(objective=f"{history[step].mean():.3g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        final = image().float().cpu()
+    settings = {
+        "param": _describe(param),
+        "transforms": "custom" if transforms is not None and not hasattr(transforms, "parts") else "default",
+        "steps": steps,
+        "lr": lr,
+        "seed": seed,
+        "device": str(dev),
+        "amp": amp,
+        "model": model.name,
+    }
+    return RenderResult(final, history, names, settings, seconds)
+
+
+def _describe(param: params.Param) -> dict:
+    d = {"kind": type(param).__name__.lower()}
+    for k, v in vars(param).items():
+        d[k] = v if isinstance(v, (int, float, str, bool, tuple, type(None))) else type(v).__name__
+    return d
+
+
+def _progress(steps: int, enabled: bool, names: list[str]):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    label = names[0] if len(names) == 1 else f"{len(names)} units"
+    return tqdm(total=steps, desc=f"render {label}", unit="step", leave=False)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Model | str,
+    objectives: Objective | str | Sequence[Objective | str],
+    images: torch.Tensor,
+    transforms: tf.Transform | None = None,
+    repeats: int = 8,
+    seed: int = 1234,
+) -> torch.Tensor:
+    """Held-out objective: the mean score of each image over ``repeats`` fresh random transforms
+    (a seed the optimization did not use). Returns ``[N]``."""
+    model = load_model(model)
+    obj, n, _ = _objectives(objectives, images.shape[0] if isinstance(objectives, (Objective, str)) else None)
+    transforms = transforms or default_transforms(model)
+    gen = torch.Generator().manual_seed(seed)
+    images = images.to(model.device)
+    layers = sorted(obj.layers - {INPUT})
+    total = torch.zeros(n)
+    for _ in range(repeats):
+        with capture(model.module, layers, logits=model.logits_layer) as acts:
+            run(model.module, model.preprocess(transforms(images, gen)))
+            acts[INPUT] = images
+            total += obj(acts).float().cpu()
+    return total / repeats
+
+
+def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of an image batch (for display)."""
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
