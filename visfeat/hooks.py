@@ -7,7 +7,7 @@ also when the forward pass or a hook raises.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
 from torch import nn
@@ -69,10 +69,8 @@ def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True, l
 
 def run(module: nn.Module, x: torch.Tensor) -> None:
     """Call ``module`` on ``x``, treating an early stop from :func:`capture` as success."""
-    try:
+    with suppress(_StopForward):
         module(x)
-    except _StopForward:
-        pass
 
 
 def activations(

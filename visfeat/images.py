@@ -101,7 +101,8 @@ def sample_photos() -> dict[str, torch.Tensor]:
     try:
         from sklearn.datasets import load_sample_images
 
-        for fname, img in zip(load_sample_images().filenames, load_sample_images().images):
+        samples = load_sample_images()
+        for fname, img in zip(samples.filenames, samples.images, strict=True):
             photos[Path(fname).stem] = img
     except ImportError:
         pass

@@ -99,7 +99,8 @@ class Model:
     def describe(self) -> str:
         """The layer catalogue as a table."""
         rows = [
-            f"{self.name}: input {self.spec.size}, range {self.spec.value_range}, mean {self.spec.mean}, std {self.spec.std}"
+            f"{self.name}: input {self.spec.size}, range {self.spec.value_range}, "
+            f"mean {self.spec.mean}, std {self.spec.std}"
         ]
         width = max(len(n) for n in self.layers)
         for info in self.layers.values():
