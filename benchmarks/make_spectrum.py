@@ -9,7 +9,6 @@ matplotlib ship (plus random crops of them at several scales), at 224 px.
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from visfeat.images import random_crops, sample_photos
 from visfeat.param import spectrum_from_images

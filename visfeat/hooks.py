@@ -87,3 +87,17 @@ def activations(
             "pick layers the model's forward() actually calls"
         )
     return acts
+
+
+@contextmanager
+def replace(module: nn.Module, layer: str, fn, logits: str = "") -> Iterator[None]:
+    """While the block runs, ``layer``'s output is replaced by ``fn(output)`` (e.g. an SAE reconstruction).
+
+    The hook is removed in ``finally``, also when the forward pass or ``fn`` raises.
+    """
+    target = resolve(module, [layer], logits)[layer]
+    handle = target.register_forward_hook(lambda _mod, _inp, out: fn(out))
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -42,6 +42,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -122,6 +125,23 @@ def sample_photos() -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.array(v[..., :3])).permute(2, 0, 1).float() / 255 for k, v in photos.items()}
 
 
+def crop_boxes(
+    shapes: Iterable[tuple[int, int]], n: int, scales: tuple[float, float] = (0.3, 1.0), seed: int = 0
+) -> list[tuple[int, int, int, int]]:
+    """``n`` random square boxes ``(photo, top, left, side)`` over photos of the given (H, W), cycling the photos."""
+    shapes = list(shapes)
+    g = torch.Generator().manual_seed(seed)
+    boxes = []
+    for i in range(n):
+        h, w = shapes[i % len(shapes)]
+        frac = scales[0] + (scales[1] - scales[0]) * torch.rand(1, generator=g).item()
+        s = max(8, int(min(h, w) * frac))
+        top = int(torch.randint(0, h - s + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - s + 1, (1,), generator=g))
+        boxes.append((i % len(shapes), top, left, s))
+    return boxes
+
+
 def random_crops(
     photos: Iterable[torch.Tensor], n: int, size: int, scales: tuple[float, float] = (0.3, 1.0), seed: int = 0
 ) -> torch.Tensor:
@@ -129,15 +149,8 @@ def random_crops(
     import torch.nn.functional as F
 
     photos = list(photos)
-    g = torch.Generator().manual_seed(seed)
     out = []
-    for i in range(n):
-        img = photos[i % len(photos)]
-        h, w = img.shape[-2:]
-        frac = scales[0] + (scales[1] - scales[0]) * torch.rand(1, generator=g).item()
-        s = max(8, int(min(h, w) * frac))
-        top = int(torch.randint(0, h - s + 1, (1,), generator=g))
-        left = int(torch.randint(0, w - s + 1, (1,), generator=g))
-        crop = img[:, top : top + s, left : left + s][None]
+    for k, top, left, s in crop_boxes([tuple(p.shape[-2:]) for p in photos], n, scales, seed):
+        crop = photos[k][:, top : top + s, left : left + s][None]
         out.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
     return torch.cat(out)

@@ -6,7 +6,7 @@ objective to image ``i``; :func:`per_image` turns a list of N objectives into on
 batch of N images (image i maximizes objective i), which is how many units render in one run.
 
 Layer activations may be ``[B, C, H, W]`` (conv), ``[B, T, D]`` (tokens; the mean over tokens is
-used unless a :class:`~visfeat.tokens.TokenSelector` narrows it) or ``[B, C]`` (logits, pooled).
+used unless a :class:`~visfeat.vit.tokens.TokenSelector` narrows it) or ``[B, C]`` (logits, pooled).
 The pseudo layer ``"input"`` is the image batch in [0, 1] before transforms (for penalties),
 ``"logits"`` the model's output.
 """
@@ -298,3 +298,37 @@ def as_objective(obj: Objective | str) -> Objective:
 
         return parse_unit(obj).objective()
     raise TypeError(f"expected an Objective or a unit string like 'blocks.4:12', got {type(obj).__name__}")
+
+
+def sae_feature(sae, latent: int, batch: int | None = None, reduce: str = "mean") -> Objective:
+    """An SAE latent's pre-activation on ``sae.config.layer``: mean over positions, or at the ``"center"`` one."""
+    from .sae.vectors import to_vectors
+
+    latent = int(latent)
+    layer, d_sae = sae.config.layer, sae.config.d_sae
+    if not 0 <= latent < d_sae:
+        raise UnitError(f"latent {latent} is out of range: the SAE has {d_sae} latents (0..{d_sae - 1})")
+    if reduce not in ("mean", "center"):
+        raise UnitError(f"reduce must be 'mean' or 'center', got {reduce!r}")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        act = _layer_act(acts, layer)
+        v = to_vectors(act, sae.config.tokens)  # [B, P, d_in]
+        if sae.W_enc.device != v.device:
+            sae.to(v.device)
+        enc = sae.W_enc[:, latent]
+        pre = (sae.normalize(v.float()) - sae.b_dec) @ enc + sae.b_enc[latent]  # [B, P]
+        if reduce == "mean":
+            return pre.mean(1)
+        if act.dim() == 4:
+            h, w = act.shape[-2:]
+            return pre[:, (h // 2) * w + w // 2]
+        return pre[:, pre.shape[1] // 2]
+
+    where = "" if reduce == "mean" else "@center"
+    return Objective(_on_batch(fn, batch), frozenset([layer]), f"sae_feature({layer}/{latent}{where}){_suffix(batch)}")
+
+
+def sae_features(sae, latents: Sequence[int], reduce: str = "mean") -> list[Objective]:
+    """One :func:`sae_feature` per latent: ``render(model, sae_features(sae, [3, 9]))`` renders them in one batch."""
+    return [sae_feature(sae, i, reduce=reduce) for i in latents]

@@ -40,12 +40,24 @@ class RenderResult:
 
 
 def default_param(model: Model) -> params.Param:
-    """Fourier at 128 px, upsampled to the model's input size by :func:`default_transforms`."""
+    """Fourier at 128 px, upsampled to the model's input size by :func:`default_transforms`.
+    Token models (ViTs) get :func:`visfeat.vit.defaults.vit_param` instead."""
+    from .vit.defaults import vit_param
+
+    vit = vit_param(model)
+    if vit is not None:
+        return vit
     return params.fourier(size=128)
 
 
 def default_transforms(model: Model, image_size: int | tuple[int, int] | None = None) -> tf.Transform:
-    """Lucid's robustness set, then a resize to the model's input size (as lucent does)."""
+    """Lucid's robustness set, then a resize to the model's input size (as lucent does).
+    Token models (ViTs) get :func:`visfeat.vit.defaults.vit_transforms` instead."""
+    from .vit.defaults import vit_transforms
+
+    vit = vit_transforms(model)
+    if vit is not None:
+        return vit
     parts = [tf.standard()]
     if model.spec.size is not None:
         parts.append(tf.resize(model.spec.size))

@@ -3,6 +3,10 @@
 layer:channel            blocks.4:12         mean of channel 12 over positions
 layer:channel@y,x        blocks.4:12@3,5     one spatial position (neuron)
 logit:class              logit:967, logit:espresso, logit:sports_car
+
+ViT token layers ([B, tokens, dim]; see visfeat.vit):
+layer:dim@cls            blocks.6.mlp.act:123@cls      class token (also @mean, @patch=r,c, @patch=r0:r1,c0:c1, @reg=i)
+attn:hHEAD[.dim]@tokens  blocks.6.attn:h3@cls          one attention head (mean square, or one of its dims)
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from .hooks import LOGITS
 
 _UNIT = re.compile(r"^(?P<layer>[^:@\s]+):(?P<index>[^@\s]+)(?:@(?P<at>\S+))?$")
 _POS = re.compile(r"^(?P<y>\d+),(?P<x>\d+)$")
+_HEAD = re.compile(r"^h(?P<head>\d+)(?:\.(?P<dim>\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ class Unit:
             if self.at:
                 raise UnitError(f"{self}: a class logit takes no '@' position")
             return O.class_logit(self.index)
+        if is_token_unit(self):
+            from .vit.units import token_objective
+
+            return token_objective(self)
         if not isinstance(self.index, int):
             raise UnitError(f"{self}: the channel must be a whole number, e.g. {self.layer}:12")
         if self.at is None:
@@ -58,6 +67,11 @@ class Unit:
 
                 class_index(self.index, model.labels)
             return
+        if is_token_unit(self):
+            from .vit.units import validate_token_unit
+
+            validate_token_unit(self, model)
+            return
         info = model.layer(self.layer)
         n = info.channels
         if n is not None and isinstance(self.index, int) and not 0 <= self.index < n:
@@ -68,6 +82,13 @@ class Unit:
     def filename(self) -> str:
         """A file-system-safe stem, e.g. ``blocks.4_12``."""
         return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(self).replace(":", "_").replace("@", "_at_"))
+
+
+def is_token_unit(unit: Unit) -> bool:
+    """A ViT unit: a token selector after ``@`` or an attention head ``h3`` / ``h3.17`` as the index."""
+    from .vit.tokens import is_token_selector
+
+    return is_token_selector(unit.at) or bool(_HEAD.match(str(unit.index)))
 
 
 def parse_unit(text: str) -> Unit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..vit import onnx_import  # noqa: F401  (registers dinov2_vits14_imgfocus; onnx is imported lazily)
 from . import efficientnet_lite, hub  # noqa: F401  (register loaders)
 from ._registry import get_loader, list_models, register_model
 from .model import LayerInfo, Model

@@ -8,7 +8,7 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from ..errors import UnknownLayerError, unknown
+from ..errors import UnknownLayerError, VisfeatError, unknown
 from ..hooks import LOGITS, activations, capture, run
 from .spec import InputSpec
 
@@ -20,13 +20,14 @@ class LayerInfo:
     name: str
     type: str
     shape: tuple[int, ...] | None  # output shape without batch, at the spec's input size
-    layout: str = ""  # "CHW", "tokens", "vector", or "" when the output is not a tensor
+    layout: str = ""  # "CHW", "HWC" (channels last, e.g. Swin), "tokens", "vector", or "" when not a tensor
+    tokens: str = ""  # for token layers, where the tokens come from, e.g. "cls + 4 reg + 16x16 patches"
 
     @property
     def channels(self) -> int | None:
         if not self.shape:
             return None
-        return self.shape[-1] if self.layout == "tokens" else self.shape[0]
+        return self.shape[-1] if self.layout in ("tokens", "HWC") else self.shape[0]
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Model:
             shape = tuple(act.shape[1:]) if torch.is_tensor(act) else None
             layout = {3: "CHW", 2: "tokens", 1: "vector"}.get(len(shape), "") if shape is not None else ""
             typ = type(mods[n]).__name__ if n != LOGITS else "output"
-            out[n] = LayerInfo(n, typ, shape, layout)
+            out[n] = LayerInfo(n, typ, shape, *_token_layout(self, mods, n, act, layout))
         return out
 
     def layer(self, name: str) -> LayerInfo:
@@ -105,5 +106,26 @@ class Model:
         width = max(len(n) for n in self.layers)
         for info in self.layers.values():
             shape = "x".join(map(str, info.shape)) if info.shape else "-"
-            rows.append(f"{info.name:<{width}}  {info.type:<24} {shape:<16} {info.layout}")
+            tokens = f" ({info.tokens})" if info.tokens else ""
+            rows.append(f"{info.name:<{width}}  {info.type:<24} {shape:<16} {info.layout}{tokens}")
         return "\n".join(rows)
+
+
+def _token_layout(model: Model, mods: dict, name: str, act, layout: str) -> tuple[str, str]:
+    """Refine the catalogue layout: per-head queries/keys, channels-last spatial maps (Swin), and where a
+    token layer's tokens come from."""
+    from ..vit.tokens import infer_layout, is_channels_last
+    from ..vit.units import model_grid
+
+    parent = mods.get(name.rpartition(".")[0])
+    if layout == "CHW" and name.endswith(("q_norm", "k_norm")) and act.shape[1] == getattr(parent, "num_heads", -1):
+        return "heads", ""
+    square = model.spec.size is None or model.spec.size[0] == model.spec.size[1]
+    if layout == "CHW" and square and is_channels_last(act):
+        return "HWC", ""
+    if layout != "tokens":
+        return layout, ""
+    try:
+        return layout, str(infer_layout(act.shape[1], model_grid(model)))
+    except VisfeatError:
+        return layout, ""

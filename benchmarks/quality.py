@@ -1,0 +1,146 @@
+"""Render-default quality on the real EfficientNet-Lite0 (issue 2's figures).
+
+    python benchmarks/quality.py [--steps N] [--json out.json] [--grid docs/img/class_logits.png]
+
+1. Class logits of ten ImageNet classes, rendered with the defaults in one batch: the rank of the
+   target class on EfficientNet-Lite0 itself and on EfficientNet-Lite1 (another model).
+2. 16 channels of ``blocks.4``: held-out objective of the visualization divided by the largest
+   activation of that channel over random crops of the sample photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import visfeat as vf
+from visfeat import objectives as O
+from visfeat.images import random_crops, sample_photos
+
+CLASSES = [
+    "goldfish",
+    "flamingo",
+    "tarantula",
+    "jellyfish",
+    "monarch",
+    "daisy",
+    "lemon",
+    "espresso",
+    "sports car",
+    "volcano",
+]
+CHANNEL_LAYER = "blocks.4"
+CHANNELS = list(range(0, 112, 7))  # 16 channels, evenly spaced, fixed in advance
+
+
+def class_ranks(model: vf.Model, images: torch.Tensor, classes: list[int]) -> list[int]:
+    """Rank (1 = top) of each image's target class in the model's logits, at its input size."""
+    x = F.interpolate(images, size=model.spec.size, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        logits = model(x)
+    return [int((logits[i] > logits[i, c]).sum()) + 1 for i, c in enumerate(classes)]
+
+
+def natural_max(model: vf.Model, layer: str, channels: list[int], n_crops: int = 256, seed: int = 0) -> torch.Tensor:
+    """Largest channel objective (spatial mean) over random crops of the sample photos, at 224 px."""
+    crops = random_crops(sample_photos().values(), n=n_crops, size=224, scales=(0.1, 1.0), seed=seed)
+    best = torch.full((len(channels),), -float("inf"))
+    for chunk in crops.split(32):
+        with torch.no_grad():
+            act = model.activations(chunk, [layer])[layer]
+        best = torch.maximum(best, act[:, channels].mean((2, 3)).max(0).values)
+    return best
+
+
+def run_classes(steps: int, seed: int) -> dict:
+    lite0 = vf.load_model("efficientnet_lite0")
+    lite1 = vf.load_model("efficientnet_lite1")
+    idx = [lite0.labels.index(c) for c in CLASSES]
+    t = time.perf_counter()
+    result = vf.render(lite0, [O.class_logit(c) for c in CLASSES], steps=steps, seed=seed)
+    seconds = time.perf_counter() - t
+    r0 = class_ranks(lite0, result.images, idx)
+    r1 = class_ranks(lite1, result.images, idx)
+    return {
+        "classes": CLASSES,
+        "rank_lite0": r0,
+        "rank_lite1": r1,
+        "top1_lite0": sum(r == 1 for r in r0),
+        "top1_lite1": sum(r == 1 for r in r1),
+        "seconds": seconds,
+        "images": result.images,
+    }
+
+
+def run_channels(steps: int, seed: int) -> dict:
+    model = vf.load_model("efficientnet_lite0")
+    nat = natural_max(model, CHANNEL_LAYER, CHANNELS)
+    t = time.perf_counter()
+    units = [O.channel(CHANNEL_LAYER, c) for c in CHANNELS]
+    result = vf.render(model, units, steps=steps, seed=seed)
+    seconds = time.perf_counter() - t
+    held = vf.evaluate(model, units, result.images)
+    ratios = (held / nat).tolist()
+    return {
+        "channels": CHANNELS,
+        "natural_max": nat.tolist(),
+        "heldout": held.tolist(),
+        "ratios": ratios,
+        "median": statistics.median(ratios),
+        "min": min(ratios),
+        "seconds": seconds,
+        "images": result.images,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=None, help="render steps (default: render's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--grid", default=None, help="write the class-logit picture grid here")
+    ap.add_argument("--channel-grid", default=None, help="write the channel picture grid here")
+    ap.add_argument("--only", choices=["classes", "channels"], default=None)
+    args = ap.parse_args()
+    steps = args.steps or vf.render.__kwdefaults__["steps"]
+    out = {"steps": steps}
+    if args.only in (None, "classes"):
+        c = run_classes(steps, args.seed)
+        print(f"class logits ({steps} steps, {c['seconds']:.0f} s for 10 in one batch)")
+        print(f"  {'class':<12} rank@Lite0 rank@Lite1")
+        for name, a, b in zip(c["classes"], c["rank_lite0"], c["rank_lite1"], strict=True):
+            print(f"  {name:<12} {a:>10} {b:>10}")
+        print(f"  top-1: Lite0 {c['top1_lite0']}/10, Lite1 {c['top1_lite1']}/10")
+        if args.grid:
+            from visfeat.figures import labelled_grid
+
+            labels = [
+                f"{n}\nLite0 #{a}  Lite1 #{b}"
+                for n, a, b in zip(c["classes"], c["rank_lite0"], c["rank_lite1"], strict=True)
+            ]
+            labelled_grid(c["images"], labels, args.grid, cols=5)
+        out["classes"] = {k: v for k, v in c.items() if k != "images"}
+    if args.only in (None, "channels"):
+        ch = run_channels(steps, args.seed)
+        print(f"channels of {CHANNEL_LAYER} ({steps} steps, {ch['seconds']:.0f} s for 16 in one batch)")
+        for c, n, h, r in zip(ch["channels"], ch["natural_max"], ch["heldout"], ch["ratios"], strict=True):
+            print(f"  {CHANNEL_LAYER}:{c:<4} natural max {n:7.3f}  visualization {h:7.3f}  ratio {r:5.2f}x")
+        print(f"  median {ch['median']:.2f}x, min {ch['min']:.2f}x")
+        if args.channel_grid:
+            from visfeat.figures import labelled_grid
+
+            labels = [f"{CHANNEL_LAYER}:{c}  {r:.1f}x" for c, r in zip(ch["channels"], ch["ratios"], strict=True)]
+            labelled_grid(ch["images"], labels, args.channel_grid, cols=8)
+        out["channels"] = {k: v for k, v in ch.items() if k != "images"}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

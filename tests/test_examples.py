@@ -1,0 +1,217 @@
+"""Dataset examples: streaming top-k equals brute force, bounded memory, resume, folders, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import visfeat as vf
+from visfeat.data import CropSet, FolderImages, default_images, iter_batches
+from visfeat.errors import VisfeatError
+from visfeat.examples import Examples, TopK, dataset_examples, receptive_field
+from visfeat.examples.concentration import concentration, summary
+from visfeat.examples.montage import unit_strip
+
+torch.set_num_threads(1)
+
+
+def tiny_model() -> vf.Model:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 10),
+    )
+    return vf.Model(net, vf.InputSpec(size=(32, 32)), name="tiny")
+
+
+def tiny_images(n: int = 20, seed: int = 0) -> CropSet:
+    g = torch.Generator().manual_seed(seed)
+    photos = {f"p{i}": torch.rand(3, 48, 64, generator=g) for i in range(3)}
+    boxes = [(f"p{i % 3}", i % 9, (3 * i) % 17, 32 + i % 5) for i in range(n)]
+    return CropSet(photos, boxes, size=32, label=f"tiny-{n}-{seed}")
+
+
+def brute_force(model, layer, ds, k):
+    maps = torch.cat([model.activations(x, [layer])[layer].flatten(2) for _, x in iter_batches(ds, 64)])  # [N, U, P]
+    img = maps.mean(2).T.topk(k, dim=1)
+    patch = maps.amax(2).T.topk(k, dim=1)
+    return img, patch, maps
+
+
+def test_streaming_topk_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(50, 4, 9, generator=g)
+    t = TopK(units=4, k=5, positions=9)
+    for s in range(0, 50, 7):
+        t.update(maps[s : s + 7], torch.arange(s, min(s + 7, 50)))
+    want = maps.mean(2).T.topk(5, dim=1)
+    assert torch.allclose(t.img_value, want.values) and torch.equal(t.img_id, want.indices)
+    best, pos = maps.max(2)
+    wantp = best.T.topk(5, dim=1)
+    assert torch.equal(t.patch_id, wantp.indices)
+    assert torch.equal(t.patch_pos, pos.T.gather(1, wantp.indices))
+    assert torch.allclose(t.patch_heat[2, 0].float(), maps[wantp.indices[2, 0], 2].half().float())
+    assert torch.allclose(t.max, maps.amax((0, 2)))
+    assert t.frequency.shape == (4,) and t.images_seen == 50
+
+
+def test_dataset_examples_on_a_model_match_brute_force_and_memory_is_bounded():
+    model = tiny_model()
+    ds = tiny_images(20)
+    ex = dataset_examples(model, "2", ds, k=4, batch_size=6, progress=False)  # pre-ReLU: no ties
+    img, patch, maps = brute_force(model, "2", ds, 4)
+    assert torch.allclose(ex.topk.img_value, img.values, atol=1e-5)
+    assert torch.equal(ex.topk.img_id, img.indices) and torch.equal(ex.topk.patch_id, patch.indices)
+    assert ex.grid() == (8, 8) and ex.heatmap(1, 0).shape == (8, 8)
+    assert set(ex.sources) == set(ex.topk.img_id.flatten().tolist()) | set(ex.topk.patch_id.flatten().tolist())
+    big = dataset_examples(model, "2", tiny_images(60, seed=1), k=4, batch_size=6, progress=False)
+    assert {k: v.shape for k, v in big.topk.tensors.items()} == {k: v.shape for k, v in ex.topk.tensors.items()}
+    top, left, h, w = ex.patch_box(int(ex.topk.patch_pos[0, 0]))
+    assert 0 <= top <= 32 - h and 0 <= left <= 32 - w and h == ex.meta["patch_size"]
+    strip = unit_strip(ex, ds, 0, tile=16)
+    assert strip.shape == (3, 32, 64) and strip.min() >= 0
+
+
+class Interrupting(CropSet):
+    stop_at: int = -1
+
+    def __getitem__(self, i):
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        return super().__getitem__(i)
+
+
+def test_cache_resumes_after_an_interruption_and_checks_settings(tmp_path):
+    model = tiny_model()
+    ds = tiny_images(30)
+    want = dataset_examples(model, "3", ds, k=3, batch_size=4, progress=False)
+    broken = Interrupting(ds.photos, ds.boxes, ds.size, ds.label)
+    broken.stop_at = 22
+    with pytest.raises(KeyboardInterrupt):
+        dataset_examples(model, "3", broken, k=3, batch_size=4, cache=tmp_path, checkpoint_every=2, progress=False)
+    partial = Examples.load(tmp_path)
+    assert not partial.meta["complete"] and 0 < partial.meta["next"] < 30
+    got = dataset_examples(model, "3", ds, k=3, batch_size=4, cache=tmp_path, progress=False)
+    assert got.meta["complete"] and got.topk.images_seen == 30
+    for name, value in want.topk.tensors.items():
+        assert torch.allclose(got.topk.tensors[name].double(), value.double()), name
+    again = dataset_examples(model, "3", ds, k=3, cache=tmp_path, progress=False)  # finished: read back
+    assert torch.equal(again.topk.img_id, got.topk.img_id)
+    with pytest.raises(VisfeatError, match="other settings"):
+        dataset_examples(model, "3", ds, k=5, cache=tmp_path, progress=False)
+    (tmp_path / "examples.safetensors").write_bytes(b"broken")
+    with pytest.raises(VisfeatError, match="corrupt"):
+        Examples.load(tmp_path)
+
+
+def _write_folder(root, n=6, bad=0):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = root / ("cats" if i % 2 else "dogs")
+        sub.mkdir(parents=True, exist_ok=True)
+        arr = (rng.random((40 + i, 50, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(sub / f"{i}.{'png' if i % 3 else 'jpg'}")
+    for j in range(bad):
+        (root / f"broken{j}.png").write_bytes(b"not an image")
+
+
+def test_folder_images_with_class_subfolders_and_an_unreadable_file(tmp_path):
+    _write_folder(tmp_path, n=6, bad=1)
+    ds = FolderImages(tmp_path, size=32)
+    assert len(ds) == 7 and ds[-1].shape == (3, 32, 32)
+    ex = dataset_examples(tiny_model(), "3", ds, k=2, batch_size=3, progress=False)
+    assert ex.topk.images_seen == 6 and len(ex.meta["skipped"]) == 1
+    src = ex.sources[int(ex.topk.img_id[0, 0])]
+    assert src.name.endswith((".png", ".jpg")) and src.box[2] == min(src.size)
+
+
+def test_empty_missing_and_unreadable_folders_are_clear_errors(tmp_path):
+    with pytest.raises(VisfeatError, match="does not exist"):
+        FolderImages(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("hi")
+    with pytest.raises(VisfeatError, match="contains no image files"):
+        dataset_examples(tiny_model(), "3", tmp_path / "empty", progress=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for j in range(3):
+        (bad / f"{j}.jpg").write_bytes(b"garbage")
+    with pytest.raises(VisfeatError, match="none of the 3 images"):
+        dataset_examples(tiny_model(), "3", bad, progress=False)
+    with pytest.raises(VisfeatError, match="unknown layer"):
+        dataset_examples(tiny_model(), "blocks.9", tiny_images(4), progress=False)
+
+
+def test_embedded_set_is_deterministic_with_disjoint_held_out_crops():
+    photos = {"a": torch.rand(3, 120, 160), "b": torch.rand(3, 100, 100)}
+    train = default_images(30, size=32, photos=photos)
+    again = default_images(30, size=32, photos=photos)
+    test = default_images(30, size=32, split="test", photos=photos)
+    assert train.boxes == again.boxes and torch.equal(train[3], again[3])
+    assert not set(train.boxes) & set(test.boxes)
+    sides = [b[3] / 100 for b in train.boxes]
+    assert min(sides) < 0.36 and max(sides) > 0.65  # the three scale ranges are all there
+    s = train.source(0)
+    assert s.name in photos and s.box[2] == s.box[3] and train[0].shape == (3, 32, 32)
+    with pytest.raises(VisfeatError, match="split"):
+        default_images(3, split="val", photos=photos)
+
+
+def test_concentration_scores_one_place_high_and_spread_low():
+    photos = {f"p{i}": torch.rand(3, 90, 90) for i in range(4)}
+    boxes = [(f"p{i % 4}", 0, 0, 30) for i in range(8)] + [("p0", 60, 60, 30)] * 4
+    ds = CropSet(photos, boxes, size=32)
+    topk = TopK(2, 4, 1)
+    maps = torch.zeros(12, 2, 1)
+    maps[:4, 0] = torch.arange(4, 0, -1)[:, None].float()  # unit 0: images 0-3, four photos
+    maps[8:, 1] = torch.arange(4, 0, -1)[:, None].float()  # unit 1: images 8-11, same corner of p0
+    topk.update(maps, torch.arange(12))
+    ex = Examples(topk, {"image_size": 32, "patch_size": 32, "grid": None}, {i: ds.source(i) for i in range(12)})
+    sc = concentration(ex, grid=3)
+    assert sc["photo"][0] == 0.25 and sc["photo"][1] == 1.0 and sc["region"][1] == 1.0
+    assert summary(sc)["units"] == 2
+
+
+def test_receptive_field_grows_with_depth():
+    model = tiny_model()
+    assert receptive_field(model, "0", 32) < receptive_field(model, "2", 32) <= 32
+
+
+class TinyTokens(nn.Module):
+    """Patch embedding (8x8 patches of a 32x32 image -> 4x4 grid) with a CLS token in front: [B, 17, 6]."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 6, 8, stride=8)
+        self.cls = nn.Parameter(torch.randn(1, 1, 6))
+        self.mix = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = self.mix(torch.cat([self.cls.expand(x.shape[0], -1, -1), t], 1))
+        return self.head(t[:, 0])
+
+
+def test_token_layer_examples_map_patches_to_the_grid():
+    torch.manual_seed(0)
+    model = vf.Model(TinyTokens(), vf.InputSpec(size=(32, 32)), name="tinytok")
+    ds = tiny_images(10)
+    ex = dataset_examples(model, "mix", ds, k=3, batch_size=4, progress=False)
+    assert ex.grid() == (4, 4) and ex.meta["grid_offset"] == 1 and ex.heatmap(0, 0).shape == (4, 4)
+    assert ex.meta["patch_size"] == 24  # three 8-px patches
+    p = ex.top_patches(2)[0]
+    if p["pos"] >= 1:  # a patch token: the box is centred on its cell
+        y, x = divmod(p["pos"] - 1, 4)
+        top, left, h, _ = p["box"]
+        assert abs(top + h / 2 - (y + 0.5) * 8) <= 8 and abs(left + h / 2 - (x + 0.5) * 8) <= 8
+    only_patches = dataset_examples(model, "mix", ds, k=3, tokens="patch", progress=False)
+    assert only_patches.topk.img_heat.shape[-1] == 16 and only_patches.meta["grid_offset"] == 0
