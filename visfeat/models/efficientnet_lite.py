@@ -8,6 +8,7 @@ TF-style "same" padding matches the original. Inputs are scaled to [-1, 1].
 from __future__ import annotations
 
 import importlib
+import pickle
 import re
 from pathlib import Path
 
@@ -75,10 +76,10 @@ def load_efficientnet_lite(variant: int = 0, weights: str | Path | None = None, 
         path = Path(weights) if weights is not None else _weights_file(variant)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as e:
+            depths = [len(stage) for stage in module.blocks]
+            module.load_state_dict(rename_state_dict(state, depths), strict=True)
+        except (OSError, RuntimeError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as e:
             raise VisfeatError(f"could not read EfficientNet-Lite weights from {path}: {e}") from e
-        depths = [len(stage) for stage in module.blocks]
-        module.load_state_dict(rename_state_dict(state, depths), strict=True)
     size = _SIZES[variant]
     spec = InputSpec(size=(size, size), value_range=(-1.0, 1.0))
     from ..imagenet import imagenet_labels

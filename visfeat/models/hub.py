@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -86,7 +87,7 @@ def load_inceptionv1(pretrained: bool = True, weights: str | Path | None = None,
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             module.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError) as e:
+        except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
             raise VisfeatError(f"could not load InceptionV1 weights from {path}: {e}") from e
     spec = InputSpec(size=(224, 224), value_range=(-117.0, 138.0))
     return Model(module, spec, name="inceptionv1", logits_layer="softmax2_pre_activation_matmul")

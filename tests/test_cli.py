@@ -1,0 +1,130 @@
+"""The ``visfeat render`` and ``visfeat layers`` commands, run in-process with the embedded EfficientNet-Lite0."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+import torch
+
+import visfeat
+from visfeat.cli import main
+from visfeat.images import load_image
+
+torch.set_num_threads(1)
+
+QUICK = ["--steps", "2", "--size", "32", "--no-progress", "--device", "cpu"]
+
+
+def _forbid(monkeypatch, where, name: str):
+    """Make ``where.name`` fail loudly: proves that an error came before that work started."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError(f"{name} should not have been called")
+
+    monkeypatch.setattr(where, name, boom)
+
+
+def test_render_writes_png_and_sidecar_per_unit(tmp_path, capsys):
+    out = tmp_path / "out" / "nested"
+    units = ["blocks.2:3", "blocks.4:5@3,3", "logit:espresso"]
+    rc = main(["render", "efficientnet_lite0", *units, "-o", str(out), "--batch-size", "2", "--seed", "4", *QUICK])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    files = sorted(p.name for p in out.iterdir())
+    stems = ["blocks.2_3", "blocks.4_5_at_3_3", "logit_espresso"]
+    assert files == sorted([f"{s}.png" for s in stems] + [f"{s}.json" for s in stems])
+    for unit, stem, objective, seed in zip(
+        units,
+        stems,
+        ["channel(blocks.2:3)", "neuron(blocks.4:5@3,3)", "class_logit(espresso)"],
+        [4, 4, 6],  # --batch-size 2: the second run gets seed + 2
+        strict=True,
+    ):
+        img = load_image(out / f"{stem}.png")
+        assert img.shape == (3, 32, 32) and img.std() > 0.01
+        side = json.loads((out / f"{stem}.json").read_text())
+        assert side["unit"] == unit and side["objective"] == objective
+        assert [v[0] for v in side["values"]] == [0, 1]
+        assert side["final"] == pytest.approx(side["values"][-1][1], abs=1e-4)
+        s = side["settings"]
+        assert s["steps"] == 2 and s["seed"] == seed and s["model"] == "efficientnet_lite0" and s["device"] == "cpu"
+        assert s["param"]["kind"] == "fourier" and s["param"]["size"] == 32 and s["lr"] == 0.05
+        assert side["versions"]["visfeat"] == visfeat.__version__ and side["versions"]["torch"] == torch.__version__
+        assert f"{unit}: " in printed and str(out / f"{stem}.png") in printed
+    assert not list(out.glob(".*")), "no temporary files are left behind"
+
+
+def test_render_param_choice(tmp_path):
+    out = tmp_path / "maco"
+    assert main(["render", "efficientnet_lite0", "blocks.3:1", "-o", str(out), "--param", "maco", *QUICK]) == 0
+    side = json.loads((out / "blocks.3_1.json").read_text())
+    assert side["settings"]["param"]["kind"] == "maco" and side["settings"]["param"]["size"] == 32
+
+
+def test_unwritable_output_folder_is_a_clear_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    # the check comes before loading the model
+    _forbid(monkeypatch, importlib.import_module("visfeat.cli.render"), "load_model_from_args")
+    rc = main(["render", "efficientnet_lite0", "blocks.2:3", "-o", str(blocker / "out"), *QUICK])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "visfeat render: error: cannot write to output folder" in err and "pick another folder with -o" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "unit, message",
+    [
+        ("blokcs.4:3", "unknown layer 'blokcs.4'; closest: blocks.4"),
+        ("blocks.4:112", r"channel 112 is out of range for layer 'blocks.4', which has 112 channels (0..111)"),
+        ("logit:espreso", "unknown ImageNet class 'espreso'; closest: espresso"),
+    ],
+)
+def test_bad_unit_is_an_error_before_any_optimization(tmp_path, capsys, monkeypatch, unit, message):
+    _forbid(monkeypatch, importlib.import_module("visfeat.render"), "render")  # visfeat.render is the function
+    out = tmp_path / "out"
+    rc = main(["render", "efficientnet_lite0", "blocks.2:3", unit, "-o", str(out), *QUICK])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unparsable_unit_is_an_error_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    _forbid(monkeypatch, importlib.import_module("visfeat.cli.render"), "load_model_from_args")
+    rc = main(["render", "efficientnet_lite0", "blocks.2", "-o", str(tmp_path / "out"), *QUICK])
+    assert rc == 2
+    assert "cannot parse unit 'blocks.2'; expected layer:channel" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, capsys):
+    rc = main(["render", "efficientnet_lite9", "blocks.2:3", "-o", str(tmp_path / "out"), *QUICK])
+    assert rc == 2
+    assert "unknown model 'efficientnet_lite9'; closest: efficientnet_lite" in capsys.readouterr().err
+
+
+def test_layers_prints_the_catalogue(capsys):
+    assert main(["layers", "efficientnet_lite0", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("efficientnet_lite0: input (224, 224)")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["conv_stem"][:3] == ["Conv2dSame", "32x112x112", "CHW"]
+    assert rows["blocks.4"][:2] == ["Sequential", "112x14x14"]
+    assert rows["logits"][:2] == ["output", "1000"]
+    assert len(rows) == len(visfeat.load_model("efficientnet_lite0").layers)
+
+
+def test_layers_filter(capsys):
+    assert main(["layers", "efficientnet_lite0", "--filter", "blocks.?", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [f"blocks.{i}" for i in range(7)]
+
+
+def test_render_requires_units_and_output(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["render", "efficientnet_lite0", "blocks.2:3"])
+    assert e.value.code == 2
+    assert "-o/--out" in capsys.readouterr().err

@@ -1,0 +1,146 @@
+"""Parameterizations: shapes and range, per-image random init, seeding, gradients, MACO spectra."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from visfeat import param as P
+from visfeat.errors import VisfeatError
+from visfeat.images import save_image
+from visfeat.param.maco import resize_spectrum
+
+torch.set_num_threads(1)
+
+PARAMS = {
+    "pixel": lambda size: P.pixel(size, sd=0.5),
+    "fourier": lambda size: P.fourier(size, sd=0.5),
+    "maco": lambda size: P.maco(size),
+}
+
+
+def _build(kind: str, size, batch: int = 3, seed: int = 0) -> torch.nn.Module:
+    return PARAMS[kind](size).build(batch, torch.Generator().manual_seed(seed), "cpu")
+
+
+@pytest.mark.parametrize("kind", list(PARAMS))
+@pytest.mark.parametrize("size", [32, (24, 40)])
+def test_shape_and_range(kind, size):
+    img = _build(kind, size)()
+    h, w = (size, size) if isinstance(size, int) else size
+    assert img.shape == (3, 3, h, w) and img.dtype == torch.float32
+    assert img.min() >= 0 and img.max() <= 1
+    assert img.std() > 1e-3  # not a constant image
+
+
+@pytest.mark.parametrize("kind", list(PARAMS))
+def test_each_image_starts_from_its_own_init(kind):
+    img = _build(kind, 32, batch=4)().detach()
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert (img[i] - img[j]).abs().max() > 1e-3, (i, j)
+
+
+@pytest.mark.parametrize("kind", list(PARAMS))
+def test_same_seed_same_init_other_seed_other_init(kind):
+    a = _build(kind, 32, seed=7)().detach()
+    b = _build(kind, 32, seed=7)().detach()
+    c = _build(kind, 32, seed=8)().detach()
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", list(PARAMS))
+def test_gradients_reach_the_parameters(kind):
+    module = _build(kind, 16, batch=2)
+    params = list(module.parameters())
+    assert len(params) == 1
+    module()[:, 0].mean().backward()
+    assert params[0].grad is not None and params[0].grad.abs().sum() > 0
+
+
+def test_create_by_name_and_unknown_name():
+    assert P.list_params() == ["fourier", "maco", "pixel"]
+    assert P.create("fourier", size=48) == P.Fourier(size=48)
+    assert isinstance(P.create("maco"), P.Maco) and P.create("maco").size == 224
+    with pytest.raises(VisfeatError, match="unknown parameterization 'fouriers'; closest: fourier"):
+        P.create("fouriers")
+
+
+def test_fourier_decay_shapes_the_spectrum():
+    """With decay=1 the low frequencies dominate; decay=0 gives white noise."""
+
+    def low_high(decay: float) -> float:
+        img = P.fourier(64, sd=1.0, decay=decay, decorrelate=False).build(4, torch.Generator().manual_seed(0))()
+        mag = torch.fft.rfft2(img - img.mean((2, 3), keepdim=True)).abs()
+        return (mag[..., 1:4, 1:4].mean() / mag[..., 24:32, 24:32].mean()).item()
+
+    assert low_high(1.0) > 5 * low_high(0.0)
+
+
+def test_default_spectrum_ships_and_loads():
+    spec = P.default_spectrum()
+    assert spec.shape == (3, 224, 113) and spec.dtype == torch.float32
+    assert torch.isfinite(spec).all() and (spec >= 0).all()
+    # natural images: the magnitude falls with frequency
+    assert spec[:, 1:4, 1:4].mean() > 10 * spec[:, 100:112, 100:112].mean()
+    assert torch.equal(P.Maco().magnitude((224, 224)), spec)
+
+
+def test_maco_keeps_the_magnitude_fixed():
+    """Only the phase is a parameter: the image's spectrum magnitude follows the given one, not the init."""
+    m = P.maco(32).build(2, torch.Generator().manual_seed(0))
+    assert [n for n, _ in m.named_parameters()] == ["phase"]
+    assert m.magnitude.shape == (3, 32, 17)
+    ratio = m.magnitude[:, 1, 1] / m.magnitude[:, 10, 10]
+    assert (ratio > 2).all()
+
+
+def test_resize_spectrum():
+    spec = P.default_spectrum()
+    small = resize_spectrum(spec, (64, 48))
+    assert small.shape == (3, 64, 25)
+    assert resize_spectrum(spec, (224, 224)) is spec
+    # the DC and the lowest frequencies stay the largest
+    assert small[:, 0, 0].min() >= small[:, 20:44, 10:].max()
+
+
+def _write_photos(folder, n: int = 3) -> list[torch.Tensor]:
+    """Smooth random pictures (strong low frequencies) as PNG files, next to a file that is not an image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    imgs = []
+    for i in range(n):
+        low = torch.rand(1, 3, 6, 8, generator=g)
+        img = torch.nn.functional.interpolate(low, size=(48, 64), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+        save_image(img, folder / f"photo{i}.png")
+        imgs.append(img)
+    (folder / "notes.txt").write_text("not an image")
+    return imgs
+
+
+def test_spectrum_from_images_folder(tmp_path):
+    imgs = _write_photos(tmp_path / "photos")
+    spec = P.spectrum_from_images(tmp_path / "photos", size=32)
+    assert spec.shape == (3, 32, 17)
+    assert torch.isfinite(spec).all()
+    assert spec[:, 1, 1].mean() > 5 * spec[:, 12:20, 8:].mean()  # smooth pictures: low frequencies dominate
+    # same answer from the tensors (files are 8-bit, hence the tolerance)
+    from_tensors = P.spectrum_from_images(imgs, size=32)
+    torch.testing.assert_close(spec, from_tensors, atol=5e-3, rtol=0.05)
+    # and it plugs into MACO, as a tensor or as a .npy file
+    np.save(tmp_path / "spec.npy", spec.numpy())
+    for s in (spec, tmp_path / "spec.npy", str(tmp_path / "spec.npy")):
+        img = P.maco(32, spectrum=s).build(2, torch.Generator().manual_seed(0))()
+        assert img.shape == (2, 3, 32, 32) and img.min() >= 0 and img.max() <= 1
+
+
+def test_spectrum_from_images_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VisfeatError, match="contains no images"):
+        P.spectrum_from_images(tmp_path / "empty")
+    with pytest.raises(VisfeatError, match="found no images"):
+        P.spectrum_from_images([])
+    with pytest.raises(VisfeatError, match=r"shape \[3, H, W//2\+1\]"):
+        P.maco(32, spectrum=torch.ones(32, 17)).build(1, torch.Generator())

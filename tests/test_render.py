@@ -1,0 +1,164 @@
+"""render: result shapes, batching N objectives, determinism, non-finite objectives, amp on CPU, progress bar."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from visfeat import objectives as O
+from visfeat import param as P
+from visfeat import transforms as T
+from visfeat.errors import NonFiniteObjectiveError, VisfeatError
+from visfeat.models import InputSpec, Model
+from visfeat.render import RenderResult, default_param, default_transforms, evaluate, render
+
+torch.set_num_threads(1)
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.head = nn.Linear(16, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.head(self.conv2(self.act1(self.conv1(x))).mean((2, 3)))
+
+
+def _model() -> Model:
+    return Model(Tiny(), InputSpec(size=(24, 24), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)), name="tiny")
+
+
+FAST = dict(param=P.fourier(20), steps=6, progress=False)
+
+
+def test_result_images_and_history():
+    m = _model()
+    r = render(m, "conv2:3", **FAST)
+    assert isinstance(r, RenderResult)
+    assert r.images.shape == (1, 3, 20, 20) and r.images.device.type == "cpu"
+    assert r.images.min() >= 0 and r.images.max() <= 1
+    assert r.history.shape == (6, 1) and torch.isfinite(r.history).all()
+    assert torch.equal(r.final, r.history[-1])
+    assert r.history[-1, 0] > r.history[0, 0]
+    assert r.names == ["channel(conv2:3)"]
+    assert r.settings["steps"] == 6 and r.settings["seed"] == 0 and r.settings["model"] == "tiny"
+    assert r.settings["param"] == {"kind": "fourier", "size": 20, "sd": 0.01, "decay": 1.0, "decorrelate": True}
+    assert r.seconds > 0
+
+
+def test_list_of_objectives_is_one_batch():
+    m = _model()
+    _ = m.layers  # the catalogue costs one dry forward, once per model (ViT defaults look at it)
+    m.module.calls = 0
+    objs = ["conv2:0", O.neuron("conv2", 1), "conv1:2", "logit:4"]
+    r = render(m, objs, **FAST)
+    assert r.images.shape == (4, 3, 20, 20) and r.history.shape == (6, 4)
+    assert r.names == ["channel(conv2:0)", "neuron(conv2:1)", "channel(conv1:2)", "class_logit(4)"]
+    assert m.module.calls == 6  # one forward per step for the whole batch
+    assert (r.history[-1] > r.history[0]).all()
+    # evaluate() scores image i on objective i
+    own = evaluate(m, objs, r.images, transforms=lambda x, g: T.resize(24)(x, g), repeats=1)
+    assert own.shape == (4,)
+    torch.testing.assert_close(own[0], O.channel("conv2", 0)(m.activations(T.resize(24)(r.images, None), ["conv2"]))[0])
+    with pytest.raises(VisfeatError, match="batch=3 but 4 objectives"):
+        render(m, objs, batch=3, **FAST)
+
+
+def test_batch_of_one_objective_gives_different_images():
+    r = render(_model(), "conv2:5", batch=3, **FAST)
+    assert r.images.shape == (3, 3, 20, 20) and r.names == ["channel(conv2:5)"] * 3
+    assert (r.images[0] - r.images[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("param", [P.pixel(20), P.fourier(20), P.maco(20)], ids=["pixel", "fourier", "maco"])
+def test_deterministic_for_a_fixed_seed(param):
+    kwargs = dict(param=param, transforms=T.compose(T.standard(), T.resize(24)), steps=5, progress=False)
+    a = render(_model(), ["conv2:3", "conv1:1"], seed=11, **kwargs)
+    b = render(_model(), ["conv2:3", "conv1:1"], seed=11, **kwargs)
+    c = render(_model(), ["conv2:3", "conv1:1"], seed=12, **kwargs)
+    assert torch.equal(a.images, b.images) and torch.equal(a.history, b.history)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_non_finite_objective_names_the_unit_and_step():
+    steps = {"n": 0}
+
+    def fn(acts):  # per_image() hands it image 1 only
+        steps["n"] += 1
+        v = acts["conv2"][:, 0].mean((1, 2))
+        return v * float("nan") if steps["n"] >= 3 else v  # from the third step on it goes bad
+
+    bad = O.Objective(fn, frozenset({"conv2"}), "exploding")
+    with pytest.raises(NonFiniteObjectiveError, match=r"non-finite at step 2 for exploding"):
+        render(_model(), [O.channel("conv2", 1), bad], **FAST)
+    inf = O.Objective(lambda acts: acts["conv2"].mean((1, 2, 3)) / 0.0, frozenset({"conv2"}), "divided")
+    with pytest.raises(NonFiniteObjectiveError, match=r"step 0 for divided.*lower lr"):
+        render(_model(), inf, **FAST)
+    # a per_image objective rendered as one objective over a batch of 2 (what render does with a list)
+    both = O.per_image([O.channel("conv2", 1), O.channel("conv2", 2)])
+    assert torch.isfinite(render(_model(), both, batch=2, **FAST).history).all()
+
+
+def test_amp_on_cpu_is_a_clear_error():
+    with pytest.raises(VisfeatError, match=r"amp='bf16' is for CUDA devices.*cpu.*Drop amp="):
+        render(_model(), "conv2:0", amp="bf16", **FAST)
+
+
+def test_bad_settings():
+    with pytest.raises(VisfeatError, match="steps must be at least 1"):
+        render(_model(), "conv2:0", param=P.pixel(8), steps=0, progress=False)
+    with pytest.raises(VisfeatError, match=r"unknown layer 'conv3'; closest: conv2"):
+        render(_model(), "conv3:0", **FAST)
+
+
+def test_progress_bar_on_and_off(capsys):
+    render(_model(), "conv2:0", param=P.pixel(8), steps=3, progress=False)
+    assert "render" not in capsys.readouterr().err
+    render(_model(), "conv2:0", param=P.pixel(8), steps=3, progress=True)
+    assert "render channel(conv2:0)" in capsys.readouterr().err
+
+
+def test_only_the_needed_layers_run():
+    """An objective on conv1 never computes conv2 (early stop inside render)."""
+    m = _model()
+    _ = m.layers  # the catalogue's dry forward runs everything once; count after it
+    seen = []
+    m.module.conv2.register_forward_hook(lambda *_: seen.append(1))
+    render(m, "conv1:0", **FAST)
+    assert seen == []
+    render(m, "conv2:0", **FAST)
+    assert len(seen) == 6
+
+
+def test_input_penalty_sees_the_untransformed_images():
+    """``"input"`` is the parameterization's output, before transforms (20 px here, the model sees 24 px)."""
+    shapes = []
+
+    def fn(acts):
+        shapes.append(tuple(acts["input"].shape))
+        return -acts["input"].mean((1, 2, 3)) + acts["conv2"].mean((1, 2, 3))
+
+    render(_model(), O.Objective(fn, frozenset({"input", "conv2"}), "pen"), **FAST)
+    assert set(shapes) == {(1, 3, 20, 20)}
+
+
+def test_defaults_and_settings_record():
+    m = _model()
+    assert default_param(m) == P.fourier(size=128)
+    x = torch.rand(2, 3, 128, 128)
+    assert default_transforms(m)(x, torch.Generator().manual_seed(0)).shape == (2, 3, 24, 24)
+    r = render(m, "conv2:0", steps=1, progress=False)
+    assert r.images.shape == (1, 3, 128, 128)
+    assert r.settings["transforms"] == "default"
+    r = render(m, "conv2:0", transforms=T.compose(T.jitter(2), T.resize(24)), **FAST)
+    assert r.settings["transforms"] == "custom"
