@@ -12,8 +12,6 @@ import visfeat
 from visfeat.cli import main
 from visfeat.images import load_image
 
-torch.set_num_threads(1)
-
 QUICK = ["--steps", "2", "--size", "32", "--no-progress", "--device", "cpu"]
 
 

@@ -15,8 +15,6 @@ from visfeat.examples import Examples, TopK, dataset_examples, receptive_field
 from visfeat.examples.concentration import concentration, summary
 from visfeat.examples.montage import unit_strip
 
-torch.set_num_threads(1)
-
 
 def tiny_model() -> vf.Model:
     torch.manual_seed(0)

@@ -12,8 +12,6 @@ from visfeat.cli.examples import parse_units
 from visfeat.errors import VisfeatError
 from visfeat.models import list_models, register_model
 
-torch.set_num_threads(1)
-
 
 def _tiny(weights=None, pretrained=True) -> vf.Model:
     torch.manual_seed(0)

@@ -19,8 +19,6 @@ from visfeat.errors import OfflineError, UnitError, UnknownLayerError, VisfeatEr
 from visfeat.models import InputSpec, LayerInfo, Model, list_models, load_model
 from visfeat.units import parse_unit
 
-torch.set_num_threads(1)
-
 
 @functools.cache
 def _lite(variant: int) -> Model:

@@ -14,8 +14,6 @@ from visfeat.models import InputSpec, Model
 from visfeat.render import render
 from visfeat.units import Unit, parse_unit
 
-torch.set_num_threads(1)
-
 
 class Tiny(nn.Module):
     """Two convs and a 1000-way classifier (so ImageNet class names address its logits)."""

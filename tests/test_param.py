@@ -11,8 +11,6 @@ from visfeat.errors import VisfeatError
 from visfeat.images import save_image
 from visfeat.param.maco import resize_spectrum
 
-torch.set_num_threads(1)
-
 PARAMS = {
     "pixel": lambda size: P.pixel(size, sd=0.5),
     "fourier": lambda size: P.fourier(size, sd=0.5),

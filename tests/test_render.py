@@ -13,8 +13,6 @@ from visfeat.errors import NonFiniteObjectiveError, VisfeatError
 from visfeat.models import InputSpec, Model
 from visfeat.render import RenderResult, default_param, default_transforms, evaluate, render
 
-torch.set_num_threads(1)
-
 
 class Tiny(nn.Module):
     def __init__(self) -> None:

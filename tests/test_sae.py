@@ -18,8 +18,6 @@ from visfeat.sae.collect import ActivationStore, collect
 from visfeat.sae.metrics import downstream_effect, layer_vectors, pca_fvu, reconstruction_metrics
 from visfeat.sae.train import lr_factor
 
-torch.set_num_threads(1)
-
 
 def tiny_model() -> vf.Model:
     torch.manual_seed(0)

@@ -12,8 +12,6 @@ import visfeat as vf
 from visfeat.cli import main
 from visfeat.models import list_models, register_model
 
-torch.set_num_threads(1)
-
 
 def _tiny(weights=None, pretrained=True) -> vf.Model:
     torch.manual_seed(0)

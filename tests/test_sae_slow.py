@@ -26,7 +26,6 @@ LAYER = "blocks.4"
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(2)
     return vf.load_model("efficientnet_lite0")
 
 

@@ -7,8 +7,6 @@ import torch
 
 from visfeat import transforms as T
 
-torch.set_num_threads(1)
-
 # name -> (transform, output side for a 32x32 input, random?)
 TRANSFORMS = {
     "pad": (lambda: T.pad(4), 40, False),

@@ -17,8 +17,6 @@ from visfeat.models import InputSpec, Model, load_model
 from visfeat.render import default_param, default_transforms, render
 from visfeat.units import parse_unit
 
-torch.set_num_threads(1)
-
 
 class TinyAttention(nn.Module):
     """Multi-head self-attention laid out like timm's (qkv, q_norm, k_norm, norm, proj)."""

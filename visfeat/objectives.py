@@ -283,7 +283,10 @@ def per_image(objectives: Sequence[Objective]) -> Objective:
         sizes = {k: v.shape[0] for k, v in acts.items() if torch.is_tensor(v)}
         if any(s != n for s in sizes.values()):
             raise UnitError(f"per_image() over {n} objectives needs a batch of {n} images, got {sizes}")
-        return torch.cat([o({k: v[i : i + 1] for k, v in acts.items()}) for i, o in enumerate(objectives)])
+        # split() once: its N views share one backward node, where N separate slices would each scatter
+        # a gradient into a zero tensor of the whole batch (quadratic in N; see docs/performance.md)
+        parts = {k: v.split(1) if torch.is_tensor(v) else [v] * n for k, v in acts.items()}
+        return torch.cat([o({k: p[i] for k, p in parts.items()}) for i, o in enumerate(objectives)])
 
     names = ", ".join(o.name for o in objectives[:3]) + (", ..." if len(objectives) > 3 else "")
     return Objective(fn, layers, f"per_image[{names}]")

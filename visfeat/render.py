@@ -32,6 +32,9 @@ class RenderResult:
     names: list[str]
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    #: images at the step counts given as ``render(snapshots=...)``, and the optimization seconds up to each
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    snapshot_seconds: dict[int, float] = field(default_factory=dict)
 
     @property
     def final(self) -> torch.Tensor:
@@ -102,29 +105,37 @@ def render(
     device: str | torch.device | None = None,
     amp: str | None = None,
     progress: bool = True,
+    snapshots: Sequence[int] = (),
 ) -> RenderResult:
     """Optimize images that maximize ``objectives``.
 
     ``objectives``: an Objective or unit string (``batch`` images of it), or a list of them (one
     image each, optimized together). ``param`` defaults to :func:`default_param`, ``transforms`` to
     :func:`default_transforms`. Deterministic on CPU for a fixed ``seed``. ``amp`` ("bf16"/"fp16")
-    enables autocast on CUDA.
+    enables autocast on CUDA. ``snapshots``: step counts (1..steps) after which a copy of the images is
+    kept in ``RenderResult.snapshots`` (one run shows quality against steps; the copies are not timed).
     """
     model = load_model(model)
     if steps < 1:
         raise VisfeatError(f"steps must be at least 1, got {steps}")
     obj, n, names = _objectives(objectives, batch)
+    keep = sorted(set(snapshots))
+    if keep and not 1 <= keep[0] <= keep[-1] <= steps:
+        raise VisfeatError(f"snapshots must be step counts in 1..{steps}, got {keep}")
     if device is not None:
         model.to(device)
     dev = model.device
     param = param or default_param(model)
+    custom_transforms = transforms is not None
     transforms = transforms or default_transforms(model)
     gen = torch.Generator().manual_seed(seed)
     image = param.build(n, gen, dev)
     opt = torch.optim.Adam(image.parameters(), lr=lr)
     layers = sorted(obj.layers - {INPUT})
     cast, scaler = _autocast(dev, amp)
-    history = torch.empty(steps, n)
+    history = torch.empty(steps, n, device=dev)  # on the device: no host sync per step
+    check_every = 1 if dev.type == "cpu" else 16  # a finiteness check syncs with an accelerator
+    shots, shot_seconds, paused = {}, {}, 0.0
     bar = _progress(steps, progress, names)
     start = time.perf_counter()
     try:
@@ -135,12 +146,9 @@ def render(
                 run(model.module, model.preprocess(transforms(images, gen)))
                 acts[INPUT] = images
                 scores = obj(acts).float()
-            if not torch.isfinite(scores).all():
-                bad = [names[i] for i in range(n) if not torch.isfinite(scores[i])]
-                raise NonFiniteObjectiveError(
-                    f"objective became non-finite at step {step} for {', '.join(bad)}; "
-                    "lower lr, or check the model for NaNs with this input"
-                )
+            history[step] = scores.detach()
+            if (step + 1) % check_every == 0 or step == steps - 1:
+                _check_finite(history, step + 1 - check_every, step, names)
             loss = -scores.sum()
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -149,7 +157,13 @@ def render(
             else:
                 loss.backward()
                 opt.step()
-            history[step] = scores.detach().cpu()
+            if keep and step + 1 == keep[0]:
+                _sync(dev)
+                t = time.perf_counter()
+                shot_seconds[keep[0]] = t - start - paused
+                with torch.no_grad():
+                    shots[keep.pop(0)] = image().float().cpu()
+                paused += time.perf_counter() - t
             if bar is not None:
                 bar.update(1)
                 if step % 16 == 0 or step == steps - 1:
@@ -157,12 +171,13 @@ def render(
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - start
+    _sync(dev)
+    seconds = time.perf_counter() - start - paused
     with torch.no_grad():
         final = image().float().cpu()
     settings = {
         "param": _describe(param),
-        "transforms": "custom" if transforms is not None and not hasattr(transforms, "parts") else "default",
+        "transforms": "custom" if custom_transforms else "default",
         "steps": steps,
         "lr": lr,
         "seed": seed,
@@ -170,7 +185,27 @@ def render(
         "amp": amp,
         "model": model.name,
     }
-    return RenderResult(final, history, names, settings, seconds)
+    return RenderResult(final, history.cpu(), names, settings, seconds, shots, shot_seconds)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall-clock seconds cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_finite(history: torch.Tensor, first: int, last: int, names: list[str]) -> None:
+    """Raise at the first step in ``first..last`` whose score is non-finite for some image."""
+    recent = history[max(first, 0) : last + 1]
+    if bool(torch.isfinite(recent).all()):
+        return
+    rows = (~torch.isfinite(recent)).any(1).nonzero()
+    step = max(first, 0) + int(rows[0])
+    bad = [names[i] for i in range(len(names)) if not torch.isfinite(history[step, i])]
+    raise NonFiniteObjectiveError(
+        f"objective became non-finite at step {step} for {', '.join(bad)}; "
+        "lower lr, or check the model for NaNs with this input"
+    )
 
 
 def _describe(param: params.Param) -> dict:
