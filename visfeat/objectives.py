@@ -176,6 +176,18 @@ def _per_position(act: torch.Tensor) -> torch.Tensor:
     return act[:, None, :]
 
 
+def projection(v: torch.Tensor, vec: torch.Tensor, cossim_pow: float, layer: str) -> torch.Tensor:
+    """Mean over positions of ``v [B, P, C]`` projected on ``vec [C]``, times ``cos^cossim_pow`` (clamped at 0.1)."""
+    if v.shape[-1] != vec.numel():
+        raise UnitError(f"direction has {vec.numel()} dims but layer {layer!r} has {v.shape[-1]} channels")
+    d = vec.to(v.device, v.dtype)
+    dot = v @ d
+    if cossim_pow:
+        cos = dot / (v.norm(dim=-1) * d.norm() + 1e-8)
+        dot = dot * cos.clamp(min=0.1) ** cossim_pow
+    return dot.mean(1)
+
+
 def direction(
     layer: str, vector: torch.Tensor | Sequence[float], cossim_pow: float = 0.0, batch: int | None = None
 ) -> Objective:
@@ -187,15 +199,7 @@ def direction(
     vec = torch.as_tensor(vector, dtype=torch.float32).flatten()
 
     def fn(acts: Acts) -> torch.Tensor:
-        v = _per_position(_layer_act(acts, layer))
-        if v.shape[-1] != vec.numel():
-            raise UnitError(f"direction has {vec.numel()} dims but layer {layer!r} has {v.shape[-1]} channels")
-        d = vec.to(v.device, v.dtype)
-        dot = v @ d
-        if cossim_pow:
-            cos = dot / (v.norm(dim=-1) * d.norm() + 1e-8)
-            dot = dot * cos.clamp(min=0.1) ** cossim_pow
-        return dot.mean(1)
+        return projection(_per_position(_layer_act(acts, layer)), vec, cossim_pow, layer)
 
     extra = f", cossim_pow={cossim_pow:g}" if cossim_pow else ""
     return Objective(_on_batch(fn, batch), frozenset([layer]), f"direction({layer}{extra}){_suffix(batch)}")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnitError
-from ..objectives import Acts, Objective, _layer_act, _on_batch, _suffix
+from ..objectives import Acts, Objective, _layer_act, _on_batch, _suffix, projection
 from .tokens import MEAN, TokenLayout, TokenSelector, as_tokens, infer_layout, parse_selector
 
 Tokens = TokenSelector | str
@@ -95,15 +95,7 @@ def direction(
     vec = torch.as_tensor(vector, dtype=torch.float32).flatten()
 
     def fn(acts: Acts) -> torch.Tensor:
-        v = selected(acts, layer, sel, layout)
-        if v.shape[-1] != vec.numel():
-            raise UnitError(f"direction has {vec.numel()} dims but layer {layer!r} has {v.shape[-1]} per token")
-        d = vec.to(v.device, v.dtype)
-        dot = v @ d
-        if cossim_pow:
-            cos = dot / (v.norm(dim=-1) * d.norm() + 1e-8)
-            dot = dot * cos.clamp(min=0.1) ** cossim_pow
-        return dot.mean(1)
+        return projection(selected(acts, layer, sel, layout), vec, cossim_pow, layer)
 
     extra = f", cossim_pow={cossim_pow:g}" if cossim_pow else ""
     return Objective(_on_batch(fn, batch), frozenset([layer]), f"token_direction({layer}@{sel}{extra}){_suffix(batch)}")
