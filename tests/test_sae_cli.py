@@ -75,6 +75,11 @@ def test_sae_train_then_inspect(tmp_path, folder, capsys):
     assert (tmp_path / "insp" / "latent_0001.png").exists() and (
         tmp_path / "insp" / "latent_0000_examples.png"
     ).exists()
+    # a corrupt weights file is an error even when inspect only prints the config
+    weights = out.with_suffix(".safetensors")
+    weights.write_bytes(b"garbage")
+    rc = main(["sae", "inspect", str(out)])
+    assert rc == 2 and "corrupt" in capsys.readouterr().err
 
 
 def test_sae_cli_bad_input_errors(tmp_path, folder, capsys):

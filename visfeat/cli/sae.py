@@ -106,6 +106,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     meta = S.io.read_meta(args.sae)
     cfg = meta["config"]
+    S.load(args.sae)  # a corrupt or truncated weights file is an error here, not a silent success
     print(json.dumps({k: meta[k] for k in ("config", "state", "metrics", "train") if k in meta}, indent=1))
     if not (args.render or args.examples):
         return 0
