@@ -145,6 +145,7 @@ def test_arithmetic(acts):
     torch.testing.assert_close((o0 * o1)(acts), c0 * c1)
     torch.testing.assert_close((o0 / 4)(acts), c0 / 4)
     torch.testing.assert_close((o0 / o1)(acts), c0 / c1)
+    torch.testing.assert_close((2 / o1)(acts), 2 / c1)
     torch.testing.assert_close((-o0)(acts), -c0)
     torch.testing.assert_close((1 - o0)(acts), 1 - c0)
     torch.testing.assert_close((o0 + 2)(acts), c0 + 2)

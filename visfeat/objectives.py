@@ -77,6 +77,9 @@ class Objective:
     def __truediv__(self, other):
         return self._combine(other, operator.truediv, "/")
 
+    def __rtruediv__(self, other):
+        return self._combine(other, operator.truediv, "/", reverse=True)
+
     def __neg__(self) -> Objective:
         return Objective(lambda acts: -self(acts), self.layers, f"-{self.name}")
 
