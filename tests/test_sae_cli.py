@@ -5,30 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from torch import nn
 
-import visfeat as vf
 from visfeat.cli import main
-from visfeat.models import list_models, register_model
 
-
-def _tiny(weights=None, pretrained=True) -> vf.Model:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 10),
-    )
-    return vf.Model(net, vf.InputSpec(size=(32, 32)), name="tiny_cli")
-
-
-if "tiny_cli" not in list_models():
-    register_model("tiny_cli")(_tiny)
+# the model 'tiny_cli' is registered in conftest.py
 
 
 @pytest.fixture
