@@ -29,10 +29,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def check_writable(out: Path) -> None:
-    """Create ``out`` and make sure files can be written there, before any work is done."""
+    """Fail early if files cannot be written to ``out``, without creating it: a later error (a bad
+    unit, say) then leaves nothing behind. Callers create the folder once their input is validated."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the nearest ancestor that exists
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".visfeat-write-test-{os.getpid()}"
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        probe = existing / f".visfeat-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         u.validate(model)  # unknown layer or channel out of range: error before optimizing
     kwargs = {"size": args.size} if args.size else {}
     p = param.create(args.param, **kwargs)
+    out.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(units), args.batch_size):
         chunk = slice(start, start + args.batch_size)
         result = render(
