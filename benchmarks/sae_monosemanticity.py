@@ -23,6 +23,8 @@ from visfeat.data import default_images
 from visfeat.examples import dataset_examples
 from visfeat.examples.concentration import concentration, summary
 from visfeat.examples.montage import unit_strip
+from visfeat.figures import compact_png
+from visfeat.images import atomic_write
 
 DEFAULT_SAE = "bench_out/sae/sae_efficientnet_lite0_blocks.4_topk_x8_k32"
 
@@ -134,17 +136,8 @@ def _strips(results: dict, scores: dict, ds, path: Path, per_kind: int = 4, tile
     fig.suptitle("top-8 dataset patches: 4 neurons (top), 4 SAE latents (bottom)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    _small_png(path)
+    atomic_write(path, compact_png(path.read_bytes()))
     print(f"wrote {path}")
-
-
-def _small_png(path: Path) -> None:
-    """Re-save as a 256-colour PNG (docs pictures stay under 300 KB)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import torch
 import visfeat as vf
 from visfeat import sae as S
 from visfeat.examples import Examples
+from visfeat.figures import compact_png
+from visfeat.images import atomic_write
 from visfeat.objectives import sae_features
 from visfeat.sae.vectors import to_vectors
 
@@ -88,17 +90,8 @@ def _grid(images: torch.Tensor, ex: Examples, latents: list[int], path: Path) ->
     grid = torch.cat([torch.cat(list(top), 2), torch.cat(bottom, 2)], 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
-    _small_png(path)
+    atomic_write(path, compact_png(path.read_bytes()))
     print(f"wrote {path} (top: renders; bottom: each latent's top dataset patch)")
-
-
-def _small_png(path: Path) -> None:
-    """Re-save as a 256-colour PNG (docs pictures stay under 300 KB)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
 
 
 if __name__ == "__main__":

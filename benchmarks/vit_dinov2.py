@@ -115,42 +115,11 @@ def main() -> None:
 
 
 def save_figure(images: dict[str, torch.Tensor], chans: list[int], layer: str, path: str) -> None:
-    """Two rows of images (CNN defaults, ViT defaults), 112 px each, labelled."""
-    import io
+    """CNN-default renders (top rows) over ViT-default renders (bottom rows), 112 px tiles labelled by neuron."""
+    from visfeat.figures import labelled_grid
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torch.nn.functional import interpolate
-
-    from visfeat.images import atomic_write, to_uint8
-
-    n = len(chans)
-    cols = min(n, 8)
-    rows_per = (n + cols - 1) // cols
-    fig, axes = plt.subplots(2 * rows_per, cols, figsize=(cols * 1.2, 2 * rows_per * 1.32), squeeze=False)
-    for s, name in enumerate(("cnn", "vit")):
-        small = interpolate(images[name], size=(112, 112), mode="bilinear", antialias=True, align_corners=False)
-        for i in range(rows_per * cols):
-            ax = axes[s * rows_per + i // cols][i % cols]
-            ax.axis("off")
-            if i < n:
-                ax.imshow(to_uint8(small[i]))
-                ax.set_title(f"{name} {chans[i]}", fontsize=6, pad=1)
-    fig.suptitle(f"DINOv2 ViT-S/14 {layer}@mean: CNN defaults (top) vs ViT defaults (bottom)", fontsize=7)
-    fig.tight_layout(pad=0.2)
-    fig.subplots_adjust(top=0.94)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    from PIL import Image
-
-    buf.seek(0)
-    small_png = io.BytesIO()
-    Image.open(buf).convert("RGB").quantize(colors=128).save(small_png, format="PNG", optimize=True)
-    buf = small_png
-    atomic_write(path, buf.getvalue())
+    labels = [f"{name} {c}" for name in ("cnn", "vit") for c in chans]
+    labelled_grid(torch.cat([images["cnn"], images["vit"]]), labels, path, cols=min(len(chans), 8), tile=112)
 
 
 if __name__ == "__main__":

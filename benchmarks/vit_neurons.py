@@ -168,39 +168,10 @@ def main() -> None:
 
 
 def save_figure(images: torch.Tensor, chans: list[int], layer: str, token: str, path: str) -> None:
-    """One row per 8 neurons, 112 px each, labelled with the channel."""
-    import io
+    """One row per 8 neurons of ``layer`` (maximized at ``token``), 112 px tiles labelled by neuron."""
+    from visfeat.figures import labelled_grid
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-    from torch.nn.functional import interpolate
-
-    from visfeat.images import atomic_write, to_uint8
-
-    n = len(chans)
-    cols = min(n, 8)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.32), squeeze=False)
-    small = interpolate(images, size=(112, 112), mode="bilinear", antialias=True, align_corners=False)
-    for i in range(rows * cols):
-        ax = axes[i // cols][i % cols]
-        ax.axis("off")
-        if i < n:
-            ax.imshow(to_uint8(small[i]))
-            ax.set_title(f"{chans[i]}", fontsize=6, pad=1)
-    fig.suptitle(f"DINOv2 ViT-S/14 {layer}@{token}", fontsize=7)
-    fig.tight_layout(pad=0.2)
-    fig.subplots_adjust(top=0.9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    buf.seek(0)
-    out = io.BytesIO()
-    Image.open(buf).convert("RGB").quantize(colors=128).save(out, format="PNG", optimize=True)
-    atomic_write(path, out.getvalue())
+    labelled_grid(images, [f"{c} @{token}" for c in chans], path, cols=min(len(chans), 8), tile=112)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from torch import nn
+from helpers import conv_net
 
 import visfeat as vf
 from visfeat.models import register_model
@@ -19,18 +19,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _tiny_cli(weights=None, pretrained=True) -> vf.Model:
-    """A small CNN registered as ``tiny_cli``, so CLI tests can name a model by string."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 10),
-    )
-    return vf.Model(net, vf.InputSpec(size=(32, 32)), name="tiny_cli")
+    """The small CNN of ``helpers.conv_net``, registered as ``tiny_cli`` so CLI tests can name it."""
+    return conv_net(width=16, name="tiny_cli")
 
 
 register_model("tiny_cli")(_tiny_cli)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import Interrupting, conv_net
 from PIL import Image
 from torch import nn
 
@@ -17,17 +18,7 @@ from visfeat.examples.montage import unit_strip
 
 
 def tiny_model() -> vf.Model:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 6, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(6, 10),
-    )
-    return vf.Model(net, vf.InputSpec(size=(32, 32)), name="tiny")
+    return conv_net(width=6)
 
 
 def tiny_images(n: int = 20, seed: int = 0) -> CropSet:
@@ -76,15 +67,6 @@ def test_dataset_examples_on_a_model_match_brute_force_and_memory_is_bounded():
     assert 0 <= top <= 32 - h and 0 <= left <= 32 - w and h == ex.meta["patch_size"]
     strip = unit_strip(ex, ds, 0, tile=16)
     assert strip.shape == (3, 32, 64) and strip.min() >= 0
-
-
-class Interrupting(CropSet):
-    stop_at: int = -1
-
-    def __getitem__(self, i):
-        if i == self.stop_at:
-            raise KeyboardInterrupt
-        return super().__getitem__(i)
 
 
 def test_cache_resumes_after_an_interruption_and_checks_settings(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from helpers import Interrupting, conv_net
 
 import visfeat as vf
 from visfeat import objectives as O
@@ -20,18 +20,7 @@ from visfeat.sae.train import lr_factor
 
 
 def tiny_model() -> vf.Model:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 10),
-    )
-    return vf.Model(net, vf.InputSpec(size=(32, 32)), name="tiny")
+    return conv_net(width=16, extra_conv=True)
 
 
 def tiny_images(n: int = 12, seed: int = 0) -> CropSet:
@@ -164,17 +153,6 @@ def test_corrupt_or_missing_files_are_clear_errors_and_nothing_is_overwritten(tm
     (tmp_path / "c.safetensors").unlink()
     with pytest.raises(S.SAEError, match="weights .* not found"):
         S.load(tmp_path / "c")
-
-
-class Interrupting(CropSet):
-    """A dataset that raises KeyboardInterrupt when item ``stop_at`` is read."""
-
-    stop_at: int = -1
-
-    def __getitem__(self, i):
-        if i == self.stop_at:
-            raise KeyboardInterrupt
-        return super().__getitem__(i)
 
 
 def test_collect_writes_shards_and_resumes(tmp_path):

@@ -33,3 +33,16 @@ def labelled_grid(
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)
     atomic_write(path, buf.getvalue())
+
+
+def compact_png(data: bytes, colors: int = 256) -> bytes:
+    """Re-encode PNG bytes as a ``colors``-colour palette PNG, so docs figures stay small (a few 100 KB)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
