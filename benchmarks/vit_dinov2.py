@@ -119,7 +119,9 @@ def save_figure(images: dict[str, torch.Tensor], chans: list[int], layer: str, p
     from visfeat.figures import labelled_grid
 
     labels = [f"{name} {c}" for name in ("cnn", "vit") for c in chans]
-    labelled_grid(torch.cat([images["cnn"], images["vit"]]), labels, path, cols=min(len(chans), 8), tile=112)
+    labelled_grid(
+        torch.cat([images["cnn"], images["vit"]]), labels, path, cols=min(len(chans), 8), tile=112, colors=128
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ visualization is scored like for like: it maximizes the neuron at ONE position, 
 objective (for a ViT one patch token: ``LAYER:C@patch=8,8``, the patch just below and right of the
 image centre of the 16x16 grid), and its value is the activation at that same token.
 
-- Optimization: Fourier 1/f image at 128 px resized to 224 px, then a random mild affine view per
+- Optimization: Fourier 1/f image at ``--size`` (128) px resized to 224 px, then a random mild affine view per
   image and step (zoom 0.9-1.1, shift up to 5% of the side = 11 px, under a 14 px patch), so the target
   token keeps looking at the same place. ``pre_layer`` is the MLP's ``fc1`` (the GELU-dip escape of
   ``vit.channel``) with ``pre_weight`` 0.25: GELU's slope is never below -0.13, so with a weight above
   0.13 the pre-activation always rises; at one token the default 0.1 left neuron 480 stuck at -0.10.
-  ``--steps`` Adam steps at ``--lr`` (0.1), seed ``--seed``.
+  ``--steps`` (512) Adam steps at ``--lr`` (0.025; 0.05 and 0.1 gain faster at first, then fall behind),
+  seed ``--seed``.
 - Held-out value: the activation at the target token, averaged over 8 fresh mild affine views from
   the same family, drawn with seed 4321, which the optimization never uses. Also printed: the
   visualization's largest token on the same views, and its training objective at the last step.
@@ -20,10 +21,10 @@ image centre of the 16x16 grid), and its value is the activation at that same to
   held-out value, the ratio and the peak token, then min / median of the ratio and the count >= 3x.
 
 ``--workers 2`` renders the neurons in 2 processes of ``--threads`` threads each (half the neurons
-per batch; on 2 cores that is faster than one process of 2 threads). The command for docs/vit.md:
+per batch; on 2 cores that is faster than one process of 2 threads). The command for docs/vit.md
+(about 18 minutes on 2 cores):
 
-    python benchmarks/vit_neurons.py --neurons 16 --steps 64 --workers 2 --threads 1 \
-        --figure docs/img/vit_dinov2_neurons.png
+    python benchmarks/vit_neurons.py --neurons 16 --workers 2 --threads 1 --figure docs/img/vit_dinov2_neurons.png
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def measure(
     chans: list[int],
     *,
     token: str = "patch=8,8",
-    steps: int = 128,
-    lr: float = 0.1,
+    steps: int = 512,
+    lr: float = 0.025,
+    image_size: int = 128,
     pre_weight: float = 0.25,
     seed: int = 0,
     n_crops: int = 64,
@@ -78,7 +80,7 @@ def measure(
     res = render(
         model,
         objs,
-        param=P.fourier(size=128),
+        param=P.fourier(size=image_size),
         transforms=mild_views(size),
         steps=steps,
         lr=lr,
@@ -126,9 +128,10 @@ def main() -> None:
     ap.add_argument("--neurons", type=int, default=16, help="channels evenly spaced over the layer's width")
     ap.add_argument("--channels", default="", help="comma-separated channels instead of --neurons")
     ap.add_argument("--token", default="patch=8,8")
-    ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=512)
     ap.add_argument("--pre-weight", type=float, default=0.25, help="vit.channel's pre_weight (GELU-dip escape)")
-    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--lr", type=float, default=0.025)
+    ap.add_argument("--size", type=int, default=128, help="Fourier image side (resized to the model's input)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     ap.add_argument("--workers", type=int, default=1, help="processes, each rendering a share of the neurons")
@@ -142,7 +145,14 @@ def main() -> None:
         chans = [int(c) for c in args.channels.split(",")]
     else:
         chans = list(range(0, width, width // args.neurons))[: args.neurons]
-    kw = {"token": args.token, "steps": args.steps, "lr": args.lr, "seed": args.seed, "pre_weight": args.pre_weight}
+    kw = {
+        "token": args.token,
+        "steps": args.steps,
+        "lr": args.lr,
+        "image_size": args.size,
+        "seed": args.seed,
+        "pre_weight": args.pre_weight,
+    }
     if args.workers > 1:
         r = measure_parallel(args.layer, chans, args.workers, args.threads, **kw)
     else:
@@ -150,7 +160,7 @@ def main() -> None:
 
     print(
         f"dinov2_vits14_imgfocus {args.layer}, {len(chans)} neurons @{args.token}, {args.steps} steps, "
-        f"lr {args.lr}, pre_weight {args.pre_weight}, seed {args.seed}; "
+        f"lr {args.lr}, Fourier {args.size} px, pre_weight {args.pre_weight}, seed {args.seed}; "
         f"render {r['seconds']:.0f} s ({args.workers} x {args.threads} threads)"
     )
     print("chan  photo_tok_max  vis_heldout  ratio  vis_peak_tok  final_train")
@@ -171,7 +181,7 @@ def save_figure(images: torch.Tensor, chans: list[int], layer: str, token: str, 
     """One row per 8 neurons of ``layer`` (maximized at ``token``), 112 px tiles labelled by neuron."""
     from visfeat.figures import labelled_grid
 
-    labelled_grid(images, [f"{c} @{token}" for c in chans], path, cols=min(len(chans), 8), tile=112)
+    labelled_grid(images, [f"{c} @{token}" for c in chans], path, cols=min(len(chans), 8), tile=112, colors=128)
 
 
 if __name__ == "__main__":

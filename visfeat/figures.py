@@ -11,9 +11,15 @@ from .images import atomic_write, to_uint8
 
 
 def labelled_grid(
-    images: torch.Tensor, labels: Sequence[str], path: str | Path, cols: int = 8, tile: int = 160
+    images: torch.Tensor,
+    labels: Sequence[str],
+    path: str | Path,
+    cols: int = 8,
+    tile: int = 160,
+    colors: int | None = None,
 ) -> None:
-    """Save images [N, 3, H, W] in [0, 1] as a grid of ``tile``-px tiles with a caption under each."""
+    """Save images [N, 3, H, W] in [0, 1] as a grid of ``tile``-px tiles with a caption under each
+    (as a ``colors``-colour palette PNG when given, for small docs figures)."""
     import io
 
     from PIL import Image, ImageDraw
@@ -32,7 +38,7 @@ def labelled_grid(
             draw.multiline_text((c * tile + 3, r * (tile + cap) + tile + 2), str(labels[i]), fill="black", spacing=1)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, compact_png(buf.getvalue(), colors) if colors else buf.getvalue())
 
 
 def compact_png(data: bytes, colors: int = 256) -> bytes:
