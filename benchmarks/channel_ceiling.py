@@ -1,0 +1,97 @@
+"""How far can one channel go? Upper references for the render-quality bar of ``benchmarks/quality.py``.
+
+    python benchmarks/channel_ceiling.py [--layer blocks.4] [--channel 70] [--steps 300] [--long 1000]
+
+For one channel of the embedded EfficientNet-Lite0, each line is a ratio to the channel's largest
+activation over random crops of the sample photos (``quality.natural_max``):
+
+- best flat colour: the channel on a uniform image, over an 8x8x8 grid of RGB colours;
+- no-transform optimum: the image is optimized at the model's input size with no transforms at all, and
+  scored on itself. This is the most gradient ascent gets from any image, with no robustness asked for;
+  it is also scored held-out, to show what that costs;
+- robust optimizations (Fourier at 224 px with reflection-padded standard transforms), ``--long`` steps.
+
+Each optimized image is scored three ways: ``direct`` (the image as the model sees it, the way the photo
+crops are scored), held-out with the standard transforms (grey padding, ``visfeat.evaluate``'s default)
+and held-out with reflection padding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from quality import natural_max
+
+import visfeat as vf
+from visfeat import objectives as O
+from visfeat import param as P
+from visfeat import transforms as T
+
+
+def reflect_standard(size: int) -> T.Transform:
+    """Lucid's robustness set with reflection padding instead of grey, then a resize to ``size``."""
+    affine = T.random_affine(scales=[1 + (i - 5) / 50 for i in range(11)], angles=range(-10, 11))
+    return T.compose(T.pad(12, "reflect"), T.jitter(8), affine, T.jitter(4), T.resize(size))
+
+
+def best_flat_colour(model: vf.Model, layer: str, channel: int, levels: int = 8) -> tuple[float, list[float]]:
+    """Largest spatial mean of the channel over uniform images of ``levels``^3 colours."""
+    size = model.spec.size
+    g = torch.linspace(0, 1, levels)
+    colours = torch.cartesian_prod(g, g, g)
+    best, arg = -float("inf"), None
+    for chunk in colours.split(64):
+        x = chunk[:, :, None, None].expand(-1, 3, *size).contiguous()
+        with torch.no_grad():
+            v = model.activations(x, [layer])[layer][:, channel].mean((1, 2))
+        i = int(v.argmax())
+        if v[i] > best:
+            best, arg = float(v[i]), chunk[i].tolist()
+    return best, arg
+
+
+def scores(model: vf.Model, unit: O.Objective, image: torch.Tensor, size: int) -> dict[str, float]:
+    return {
+        "direct": float(vf.evaluate(model, [unit], image, transforms=T.resize(size), repeats=1)),
+        "heldout": float(vf.evaluate(model, [unit], image)),
+        "heldout_reflect": float(vf.evaluate(model, [unit], image, transforms=reflect_standard(size))),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layer", default="blocks.4")
+    ap.add_argument("--channel", type=int, default=70)
+    ap.add_argument("--steps", type=int, default=300, help="steps of the no-transform optimum")
+    ap.add_argument("--long", type=int, default=1000, help="steps of the robust optimizations")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = vf.load_model("efficientnet_lite0")
+    size = model.spec.size[0]
+    nat = float(natural_max(model, args.layer, [args.channel]))
+    unit = O.channel(args.layer, args.channel)
+    print(f"{args.layer}:{args.channel}: photos' largest crop activation {nat:.3f}")
+    flat, colour = best_flat_colour(model, args.layer, args.channel)
+    print(f"  best flat colour {[round(c, 2) for c in colour]}: {flat:.3f} = {flat / nat:.2f}x")
+    runs = [
+        ("no transforms, pixels", P.pixel(size=size), T.resize(size), args.steps),
+        ("no transforms, Fourier", P.fourier(size=size), T.resize(size), args.steps),
+        ("Fourier 224 + reflect", P.fourier(size=size), reflect_standard(size), args.long),
+        ("pixels 224 + reflect", P.pixel(size=size), reflect_standard(size), args.long),
+    ]
+    print(f"  {'optimization':<24} {'steps':>5} {'direct':>7} {'held-out':>8} {'reflect':>8} {'seconds':>7}")
+    for name, param, transforms, steps in runs:
+        t = time.perf_counter()
+        res = vf.render(model, [unit], param=param, transforms=transforms, steps=steps, progress=False)
+        s = {k: v / nat for k, v in scores(model, unit, res.images, size).items()}
+        print(
+            f"  {name:<24} {steps:>5} {s['direct']:>6.2f}x {s['heldout']:>7.2f}x {s['heldout_reflect']:>7.2f}x"
+            f" {time.perf_counter() - t:>7.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
