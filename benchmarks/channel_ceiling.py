@@ -32,8 +32,7 @@ from visfeat import transforms as T
 
 def reflect_standard(size: int) -> T.Transform:
     """Lucid's robustness set with reflection padding instead of grey, then a resize to ``size``."""
-    affine = T.random_affine(scales=[1 + (i - 5) / 50 for i in range(11)], angles=range(-10, 11))
-    return T.compose(T.pad(12, "reflect"), T.jitter(8), affine, T.jitter(4), T.resize(size))
+    return T.compose(T.standard("reflect"), T.resize(size))
 
 
 def best_flat_colour(model: vf.Model, layer: str, channel: int, levels: int = 8) -> tuple[float, list[float]]:

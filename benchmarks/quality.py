@@ -41,9 +41,9 @@ CHANNELS = list(range(0, 112, 7))  # 16 channels, evenly spaced, fixed in advanc
 
 def class_ranks(model: vf.Model, images: torch.Tensor, classes: list[int]) -> list[int]:
     """Rank (1 = top) of each image's target class in the model's logits, at its input size."""
-    x = F.interpolate(images, size=model.spec.size, mode="bilinear", align_corners=False)
+    x = F.interpolate(images.to(model.device), size=model.spec.size, mode="bilinear", align_corners=False)
     with torch.no_grad():
-        logits = model(x)
+        logits = model(x).float()
     return [int((logits[i] > logits[i, c]).sum()) + 1 for i, c in enumerate(classes)]
 
 
@@ -53,8 +53,8 @@ def natural_max(model: vf.Model, layer: str, channels: list[int], n_crops: int =
     best = torch.full((len(channels),), -float("inf"))
     for chunk in crops.split(32):
         with torch.no_grad():
-            act = model.activations(chunk, [layer])[layer]
-        best = torch.maximum(best, act[:, channels].mean((2, 3)).max(0).values)
+            act = model.activations(chunk.to(model.device), [layer])[layer].float()
+        best = torch.maximum(best, act[:, channels].mean((2, 3)).max(0).values.cpu())
     return best
 
 

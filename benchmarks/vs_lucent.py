@@ -36,20 +36,16 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from quality import CHANNEL_LAYER, CLASSES, class_ranks, natural_max  # the same units and references
 from torch import nn
 
 import visfeat as vf
 from visfeat import objectives as O
 from visfeat import param as P
 from visfeat.hooks import capture, run
-from visfeat.images import random_crops, sample_photos
 from visfeat.render import default_transforms, evaluate
 
 SPEED_LAYERS = ["mixed4a", "mixed4d"]
-CHANNEL_LAYER = "blocks.4"
-CLASSES = ["goldfish", "flamingo", "tarantula", "jellyfish", "monarch", "daisy", "lemon", "espresso", "sports car"]
-CLASSES.append("volcano")
 EVAL_SEED, EVAL_REPEATS = 1234, 16
 
 
@@ -310,24 +306,6 @@ def profile(args, device: torch.device) -> dict:
 
 
 # ----------------------------------------------------------------------------- 2. time to quality
-
-
-def natural_max(model: vf.Model, layer: str, channels: list[int], n_crops: int) -> torch.Tensor:
-    """Largest channel objective over random 224 px crops of the sample photos (as benchmarks/quality.py)."""
-    crops = random_crops(sample_photos().values(), n=n_crops, size=224, scales=(0.1, 1.0), seed=0)
-    best = torch.full((len(channels),), -float("inf"))
-    for chunk in crops.split(32):
-        with torch.no_grad():
-            act = model.activations(chunk.to(model.device), [layer])[layer].float()
-        best = torch.maximum(best, act[:, channels].mean((2, 3)).max(0).values.cpu())
-    return best
-
-
-def class_ranks(model: vf.Model, images: torch.Tensor, classes: list[int]) -> list[int]:
-    x = F.interpolate(images.to(model.device), size=model.spec.size, mode="bilinear", align_corners=False)
-    with torch.no_grad():
-        logits = model(x).float()
-    return [int((logits[i] > logits[i, c]).sum()) + 1 for i, c in enumerate(classes)]
 
 
 def quality_kind(args, device, lite0, lucent_net, kind: str) -> dict:

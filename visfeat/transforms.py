@@ -133,10 +133,11 @@ def resize(size: int | tuple[int, int]) -> Transform:
     return t
 
 
-def standard() -> Transform:
-    """Lucid's robustness set: pad 12, jitter 8, zoom 0.95-1.05, rotate +-10 degrees, jitter 4."""
+def standard(pad_mode: str = "constant") -> Transform:
+    """Lucid's robustness set: pad 12 (grey, or ``pad_mode="reflect"``), jitter 8, zoom 0.95-1.05,
+    rotate +-10 degrees, jitter 4."""
     return compose(
-        pad(12),
+        pad(12, pad_mode),
         jitter(8),
         random_affine(scales=[1 + (i - 5) / 50 for i in range(11)], angles=range(-10, 11)),
         jitter(4),
