@@ -11,7 +11,9 @@
    between the three in ``--rounds`` rounds (medians), so that load from other processes hits all alike.
 2. Time to equal quality on the real EfficientNet-Lite0. For every unit, lucent with its defaults (512
    steps) sets the bar: the held-out objective of its image, i.e. the mean objective over a fixed set
-   of fresh random transforms (``visfeat.render.evaluate``, seed 1234, the same evaluator for both).
+   of fresh random transforms (``visfeat.render.evaluate``, seed 1234, the same evaluator for both),
+   the higher of two views: its 128 px image as lucent optimized it, and upsampled to 224 first (the
+   transforms then act in the model's pixels, as on visfeat's 224 px image).
    visfeat renders all units of a kind in one batch with its own defaults, keeping snapshots; a unit's
    time is the batch's optimization seconds up to the first snapshot at or above the bar, divided by
    the batch size. Class-logit images are also ranked by EfficientNet-Lite1 (another model).
@@ -43,7 +45,7 @@ import visfeat as vf
 from visfeat import objectives as O
 from visfeat import param as P
 from visfeat.hooks import capture, run
-from visfeat.render import default_transforms, evaluate
+from visfeat.render import default_param, default_transforms, evaluate, upsample
 
 SPEED_LAYERS = ["mixed4a", "mixed4d"]
 EVAL_SEED, EVAL_REPEATS = 1234, 16
@@ -71,7 +73,7 @@ class PeakMemory:
             return self
         import psutil
 
-        _malloc_trim()  # hand memory freed by earlier work back to the OS, so that reuse does not hide the peak
+        vf.cpu.release_memory()  # hand memory freed by earlier work back to the OS, so reuse does not hide the peak
         proc = psutil.Process()
         self._base = self._peak = proc.memory_info().rss
         self._stop = threading.Event()
@@ -93,13 +95,6 @@ class PeakMemory:
             self._thread.join()
             peak = self._peak
         self.peak_mib = max(0.0, (peak - self._base) / 2**20)
-
-
-def _malloc_trim() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def lucent_render(module: nn.Module, objective, steps: int, seed: int, size: int = 128) -> tuple[torch.Tensor, float]:
@@ -336,24 +331,32 @@ def quality_kind(args, device, lite0, lucent_net, kind: str) -> dict:
             cache[key] = (img, sec, peak)
             _save_cache(args.lucent_cache, cache)
         lucent_mem = max(lucent_mem, peak)
-        bar = float(evaluate(lite0, [u], img, repeats=args.eval_repeats, seed=EVAL_SEED)[0])
+        # lucent's image as lucent optimized it (128 px, transforms in its pixels, then resized to 224), and
+        # upsampled to 224 first, so that the transforms act in the model's pixels exactly as on visfeat's
+        # 224 px image. The bar is the higher of the two: neither view may favour visfeat.
+        own, at224 = (
+            float(evaluate(lite0, [u], x, repeats=args.eval_repeats, seed=EVAL_SEED)[0])
+            for x in (img, upsample(img, lite0.spec.size[0]))
+        )
         lucent_images.append(img)
-        rows.append({"unit": labels[i], "lucent_seconds": sec, "lucent_heldout": bar})
+        row = {"unit": labels[i], "lucent_seconds": sec, "lucent_heldout": own, "lucent_heldout_224": at224}
+        rows.append({**row, "bar": max(own, at224)})
     vsteps = args.vf_steps
     shots = sorted({s for s in args.snapshots if s <= vsteps} | {vsteps})
-    kw = {"param": P.fourier(args.vf_size), "lr": args.vf_lr, "amp": args.amp, "progress": False}
+    param = P.fourier(args.vf_size) if args.vf_size else default_param(lite0)  # default: the input size
+    kw = {"param": param, "lr": args.vf_lr, "amp": args.amp, "progress": False}
     with PeakMemory(device) as mem:
         res = vf.render(lite0, units, steps=vsteps, seed=0, snapshots=shots, **kw)
     held = {s: evaluate(lite0, units, res.snapshots[s], repeats=args.eval_repeats, seed=EVAL_SEED) for s in shots}
     n = len(units)
     for i, row in enumerate(rows):
         row["visfeat_heldout"] = {s: float(held[s][i]) for s in shots}
-        first = next((s for s in shots if held[s][i] >= row["lucent_heldout"]), None)
+        first = next((s for s in shots if held[s][i] >= row["bar"]), None)
         row["visfeat_steps_to_bar"] = first
         row["visfeat_seconds_to_bar"] = res.snapshot_seconds[first] / n if first else None
         row["speedup"] = row["lucent_seconds"] / row["visfeat_seconds_to_bar"] if first else None
     # a fixed step count for the whole batch: the first snapshot where every unit is at or above its bar
-    layer_step = next((s for s in shots if all(held[s][i] >= r["lucent_heldout"] for i, r in enumerate(rows))), None)
+    layer_step = next((s for s in shots if all(held[s][i] >= r["bar"] for i, r in enumerate(rows))), None)
     step_used = layer_step or vsteps
     lucent_per_unit = statistics.mean(r["lucent_seconds"] for r in rows)
     visfeat_per_unit = res.snapshot_seconds[step_used] / n
@@ -361,12 +364,13 @@ def quality_kind(args, device, lite0, lucent_net, kind: str) -> dict:
         "units": n,
         "lucent_steps": args.lucent_steps,
         "lucent_seconds_per_unit": lucent_per_unit,
-        "visfeat_settings": {"param": f"fourier({args.vf_size})", "lr": args.vf_lr, "max_steps": vsteps},
+        "visfeat_settings": {"param": f"fourier({param.size})", "lr": args.vf_lr, "max_steps": vsteps},
         "visfeat_steps_all_at_bar": layer_step,
         "visfeat_seconds_per_unit": visfeat_per_unit,
         # None when some unit is still below its bar after the longest render
         "speedup_per_unit": lucent_per_unit / visfeat_per_unit if layer_step else None,
         "units_at_bar": sum(r["visfeat_steps_to_bar"] is not None for r in rows),
+        "bars_from_224_view": sum(r["lucent_heldout_224"] > r["lucent_heldout"] for r in rows),
         "median_unit_speedup": statistics.median([r["speedup"] or 0.0 for r in rows]),
         "peak_mib": {"visfeat_batch": mem.peak_mib, "lucent_one_unit": lucent_mem},
     }
@@ -420,7 +424,8 @@ def report(res: dict) -> str:
     s = res["settings"]
     lines.append(
         f"visfeat vs lucent on {s['device']} ({s['threads']} threads, torch {s['torch']}, amp {s['amp']}, "
-        f"channels-last {s['channels_last']}); load average {s['load_before']} -> {s['load_after']}"
+        f"channels-last {s['channels_last']}, allocator tuned {s.get('allocator_tuned')}); "
+        f"load average {s['load_before']} -> {s['load_after']}"
     )
     if "speed" in res:
         lines.append("")
@@ -478,7 +483,7 @@ def report(res: dict) -> str:
                 else f"{r['rank_lite1']['lucent']} / {r['rank_lite1']['visfeat']}"
             )
             lines.append(
-                f"  {r['unit']:<16} {r['lucent_seconds']:>9.1f} {r['lucent_heldout']:>8.3f} "
+                f"  {r['unit']:<16} {r['lucent_seconds']:>9.1f} {r['bar']:>8.3f} "
                 f"{str(r['visfeat_steps_to_bar'] or '-'):>8} {vs:>9} {sp:>8}  {ex}"
             )
         at = sm["visfeat_steps_all_at_bar"]
@@ -488,6 +493,10 @@ def report(res: dict) -> str:
             f"{sm['visfeat_seconds_per_unit']:.1f} s/unit vs lucent {sm['lucent_seconds_per_unit']:.1f} s/unit = "
             f"{sp}; {sm['units_at_bar']}/{sm['units']} units reach the bar; "
             f"peak MiB visfeat batch {pk['visfeat_batch']:.0f}, lucent {pk['lucent_one_unit']:.0f}"
+        )
+        lines.append(
+            f"  bar: lucent's held-out, the higher of its own view and upsampled to 224 "
+            f"(the 224 view for {sm['bars_from_224_view']}/{sm['units']} units)"
         )
         if kind == "channels":
             mr = sm["median_ratio"]
@@ -521,12 +530,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lucent-steps", type=int, default=512)
     ap.add_argument("--vf-steps", type=int, default=256, help="part 2: visfeat's longest render")
     ap.add_argument("--vf-lr", type=float, default=0.05)
-    ap.add_argument("--vf-size", type=int, default=128)
+    ap.add_argument("--vf-size", type=int, default=None, help="part 2: Fourier size (default: render's, 224)")
     ap.add_argument("--snapshots", type=int, nargs="+", default=[16, 24, 32, 48, 64, 96, 128, 192, 256])
     ap.add_argument("--lucent-cache", default=None, help="part 2: keep lucent's renders here and reuse them")
     ap.add_argument("--eval-repeats", type=int, default=EVAL_REPEATS)
     ap.add_argument("--natural-crops", type=int, default=256)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for CI (numbers are not meaningful)")
+    ap.add_argument(
+        "--no-tune-allocator", action="store_true", help="leave glibc's malloc as it is (visfeat.cpu.tune_allocator)"
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         args.batch, args.speed_steps, args.rounds, args.size = 2, 1, 1, 32
@@ -535,6 +547,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.snapshots, args.eval_repeats, args.natural_crops = [2, 4], 1, 4
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    # process-wide, so lucent runs with the same allocator as visfeat
+    tuned = device.type == "cpu" and not args.no_tune_allocator and vf.cpu.tune_allocator()
     if args.amp and device.type != "cuda":
         ap.error("--amp is for --device cuda")
     import lucent
@@ -543,6 +557,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(),
+            "allocator_tuned": tuned,
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "lucent": getattr(lucent, "__version__", "?"),

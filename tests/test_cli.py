@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 import visfeat
 from visfeat.cli import main
@@ -52,6 +53,18 @@ def test_render_writes_png_and_sidecar_per_unit(tmp_path, capsys):
         assert side["versions"]["visfeat"] == visfeat.__version__ and side["versions"]["torch"] == torch.__version__
         assert f"{unit}: " in printed and str(out / f"{stem}.png") in printed
     assert not list(out.glob(".*")), "no temporary files are left behind"
+
+
+def test_render_defaults_to_renders_param_at_the_models_input_size(tmp_path):
+    """No --param/--size: render's default parameterization (Fourier at the input size, 32 px for tiny_cli);
+    --param alone keeps that size."""
+    fast = ["--steps", "1", "--no-progress", "--device", "cpu"]
+    for extra, kind in [([], "fourier"), (["--param", "pixel"], "pixel")]:
+        out = tmp_path / kind
+        assert main(["render", "tiny_cli", "2:1", "-o", str(out), *extra, *fast]) == 0
+        side = json.loads((out / "2_1.json").read_text())
+        assert (side["settings"]["param"]["kind"], side["settings"]["param"]["size"]) == (kind, 32)
+        assert Image.open(out / "2_1.png").size == (32, 32)
 
 
 def test_render_param_choice(tmp_path):

@@ -152,11 +152,13 @@ def test_input_penalty_sees_the_untransformed_images():
 
 def test_defaults_and_settings_record():
     m = _model()
-    assert default_param(m) == P.fourier(size=128)
+    assert default_param(m) == P.fourier(size=24)  # the model's input size
+    assert default_param(Model(m.module, InputSpec(size=None))) == P.fourier(size=128)  # any size: 128
+    assert default_param(Model(m.module, InputSpec(size=(24, 32)))) == P.fourier(size=(24, 32))
     x = torch.rand(2, 3, 128, 128)
     assert default_transforms(m)(x, torch.Generator().manual_seed(0)).shape == (2, 3, 24, 24)
     r = render(m, "conv2:0", steps=1, progress=False)
-    assert r.images.shape == (1, 3, 128, 128)
+    assert r.images.shape == (1, 3, 24, 24)
     assert r.settings["transforms"] == "default"
     r = render(m, "conv2:0", transforms=T.compose(T.jitter(2), T.resize(24)), **FAST)
     assert r.settings["transforms"] == "custom"

@@ -66,7 +66,7 @@ def test_sae_feature_renders_exceed_3x_the_images_max(model, trained):
     alive = (ex.topk.patch_value[:, 0] > 0).nonzero().flatten()
     latents = alive[torch.linspace(0, len(alive) - 1, 2).long()].tolist()
     result = vf.render(model, sae_features(sae, latents, reduce="center"), steps=128, progress=False)
-    with torch.no_grad():  # 128-px renders, resized to the model's input size as render's transforms do
+    with torch.no_grad():  # renders resized to the model's input size as render's transforms do (a no-op at 224)
         x = torch.nn.functional.interpolate(result.images, size=model.spec.size, mode="bilinear", align_corners=False)
         z = sae.encode(to_vectors(model.activations(x, [LAYER])[LAYER]))
     ratios = [float(z[j, :, u].max() / ex.topk.max[u]) for j, u in enumerate(latents)]

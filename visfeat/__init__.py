@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import objectives, param, transforms
+from . import cpu, objectives, param, transforms
 from .errors import VisfeatError
 from .models import InputSpec, Model, list_models, load_model
 from .render import RenderResult, evaluate, render
@@ -14,6 +14,7 @@ __all__ = [
     "Model",
     "RenderResult",
     "VisfeatError",
+    "cpu",
     "evaluate",
     "list_models",
     "load_model",

@@ -43,14 +43,17 @@ class RenderResult:
 
 
 def default_param(model: Model) -> params.Param:
-    """Fourier at 128 px, upsampled to the model's input size by :func:`default_transforms`.
+    """Fourier at the model's input size (128 px for a model without one). Not lucent's 128 px image
+    upsampled to 224: at full resolution every step moves every pixel the model sees, and lucent's
+    512-step quality comes after 128 steps instead of 192-320 (``docs/performance.md``).
     Token models (ViTs) get :func:`visfeat.vit.defaults.vit_param` instead."""
     from .vit.defaults import vit_param
 
     vit = vit_param(model)
     if vit is not None:
         return vit
-    return params.fourier(size=128)
+    size = model.spec.size or (128, 128)
+    return params.fourier(size=size[0] if size[0] == size[1] else size)
 
 
 def default_transforms(model: Model, image_size: int | tuple[int, int] | None = None) -> tf.Transform:

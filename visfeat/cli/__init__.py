@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..cpu import tune_allocator
+
+    tune_allocator()  # this process is ours: large CPU batches stop page-faulting (see visfeat.cpu)
     try:
         return int(args._run(args) or 0)
     except VisfeatError as e:

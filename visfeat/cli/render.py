@@ -20,8 +20,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--param", default="fourier", choices=["fourier", "pixel", "maco"])
-    p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the parameterization's)")
+    p.add_argument(
+        "--param", default=None, choices=["fourier", "pixel", "maco"], help="default: render's (Fourier for CNNs)"
+    )
+    p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's input size)")
     p.add_argument("--batch-size", type=int, default=64, help="units optimized together per run")
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast on CUDA")
     p.add_argument("--no-progress", action="store_true")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import __version__, param
     from ..images import atomic_write, save_image
-    from ..render import render
+    from ..render import default_param, render
     from ..units import parse_unit
 
     units = [parse_unit(u) for u in args.units]  # parse errors before any work
@@ -59,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     for u in units:
         u.validate(model)  # unknown layer or channel out of range: error before optimizing
-    kwargs = {"size": args.size} if args.size else {}
-    p = param.create(args.param, **kwargs)
+    p = default_param(model)
+    if args.param or args.size:
+        size = args.size or getattr(p, "size", None)
+        p = param.create(args.param or "fourier", **({"size": size} if size else {}))
     out.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(units), args.batch_size):
         chunk = slice(start, start + args.batch_size)

@@ -48,9 +48,9 @@ class InputSpec:
         lo, hi = self.value_range
         if (lo, hi) != (0.0, 1.0):
             x = x * (hi - lo) + lo
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        if (mean != 0).any() or (std != 1).any():
+        if any(m != 0 for m in self.mean) or any(s != 1 for s in self.std):  # on the tuples: no device sync
+            mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
             x = (x - mean) / std
         return x
 
