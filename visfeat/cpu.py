@@ -2,9 +2,9 @@
 
 PyTorch allocates CPU tensors with the C library's malloc. glibc serves every block above its mmap
 threshold (32 MiB at most) with a fresh ``mmap`` and unmaps it on ``free``, so when one activation of a
-batch exceeds 32 MiB, every step faults all of its pages in again. On EfficientNet-Lite0 at 224 px this
-starts between batch 8 and 16: at batch 16 a render step takes ~255,000 page faults (~1 GB) and about
-twice as long per image as at batch 8 (``docs/performance.md``). The fix is process-wide, so visfeat
+batch exceeds 32 MiB, every step faults all of its pages in again. On EfficientNet-Lite0 at 224 px a
+render step at batch 16 takes 145,000-255,000 page faults (0.6-1 GB); tuned, it takes none and is 1.5x
+faster per image (1.9x at batch 32; ``docs/performance.md``). The fix is process-wide, so visfeat
 never applies it behind a caller's back: the ``visfeat`` command calls :func:`tune_allocator` for its
 own process, and Python users call it once, as they would ``torch.set_num_threads``.
 """
