@@ -9,7 +9,10 @@ activation over random crops of the sample photos (``quality.natural_max``):
 - no-transform optimum: the image is optimized at the model's input size with no transforms at all, and
   scored on itself. This is the most gradient ascent gets from any image, with no robustness asked for;
   it is also scored held-out, to show what that costs;
-- robust optimizations (Fourier at 224 px with reflection-padded standard transforms), ``--long`` steps.
+- robust optimizations, ``--long`` steps: Fourier at 224 px (render's default param) with the default
+  transforms, and with reflection-padded ones; pixels with reflection padding;
+- with ``--views K``: the default param and transforms, K random views of the image per step (the
+  gradient of K transformed copies, an expectation-over-transforms estimate), ``--long`` steps.
 
 Each optimized image is scored three ways: ``direct`` (the image as the model sees it, the way the photo
 crops are scored), held-out with the standard transforms (grey padding, ``visfeat.evaluate``'s default)
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 from quality import natural_max
@@ -28,6 +32,31 @@ import visfeat as vf
 from visfeat import objectives as O
 from visfeat import param as P
 from visfeat import transforms as T
+
+
+class _Repeat(torch.nn.Module):
+    def __init__(self, image: torch.nn.Module, views: int) -> None:
+        super().__init__()
+        self.image, self.views = image, views
+
+    def forward(self) -> torch.Tensor:
+        return self.image().repeat(self.views, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class Views:
+    """One image of ``inner`` shown ``views`` times per step: rendered against ``[unit] * views``, each
+    copy gets its own random transform and the gradients add up."""
+
+    inner: P.Param
+    views: int
+
+    @property
+    def size(self) -> int | tuple[int, int]:
+        return self.inner.size
+
+    def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.nn.Module:
+        return _Repeat(self.inner.build(1, generator, device), self.views)
 
 
 def reflect_standard(size: int) -> T.Transform:
@@ -65,9 +94,11 @@ def main() -> None:
     ap.add_argument("--channel", type=int, default=70)
     ap.add_argument("--steps", type=int, default=300, help="steps of the no-transform optimum")
     ap.add_argument("--long", type=int, default=1000, help="steps of the robust optimizations")
+    ap.add_argument("--views", type=int, default=0, help="also run K views per step (0: skip)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    vf.cpu.tune_allocator()  # this process is ours; the views batch stops page-faulting
     model = vf.load_model("efficientnet_lite0")
     size = model.spec.size[0]
     nat = float(natural_max(model, args.layer, [args.channel]))
@@ -78,14 +109,18 @@ def main() -> None:
     runs = [
         ("no transforms, pixels", P.pixel(size=size), T.resize(size), args.steps),
         ("no transforms, Fourier", P.fourier(size=size), T.resize(size), args.steps),
+        ("Fourier 224 (default)", P.fourier(size=size), None, args.long),
         ("Fourier 224 + reflect", P.fourier(size=size), reflect_standard(size), args.long),
         ("pixels 224 + reflect", P.pixel(size=size), reflect_standard(size), args.long),
     ]
+    if args.views > 1:
+        runs.append((f"Fourier 224, {args.views} views", Views(P.fourier(size=size), args.views), None, args.long))
     print(f"  {'optimization':<24} {'steps':>5} {'direct':>7} {'held-out':>8} {'reflect':>8} {'seconds':>7}")
     for name, param, transforms, steps in runs:
         t = time.perf_counter()
-        res = vf.render(model, [unit], param=param, transforms=transforms, steps=steps, progress=False)
-        s = {k: v / nat for k, v in scores(model, unit, res.images, size).items()}
+        units = [unit] * (param.views if isinstance(param, Views) else 1)
+        res = vf.render(model, units, param=param, transforms=transforms, steps=steps, progress=False)
+        s = {k: v / nat for k, v in scores(model, unit, res.images[:1], size).items()}
         print(
             f"  {name:<24} {steps:>5} {s['direct']:>6.2f}x {s['heldout']:>7.2f}x {s['heldout_reflect']:>7.2f}x"
             f" {time.perf_counter() - t:>7.0f}"
