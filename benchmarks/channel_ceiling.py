@@ -32,6 +32,7 @@ import visfeat as vf
 from visfeat import objectives as O
 from visfeat import param as P
 from visfeat import transforms as T
+from visfeat.render import default_param
 
 
 class _Repeat(torch.nn.Module):
@@ -109,12 +110,12 @@ def main() -> None:
     runs = [
         ("no transforms, pixels", P.pixel(size=size), T.resize(size), args.steps),
         ("no transforms, Fourier", P.fourier(size=size), T.resize(size), args.steps),
-        ("Fourier 224 (default)", P.fourier(size=size), None, args.long),
+        ("Fourier 224 (default)", default_param(model), None, args.long),
         ("Fourier 224 + reflect", P.fourier(size=size), reflect_standard(size), args.long),
         ("pixels 224 + reflect", P.pixel(size=size), reflect_standard(size), args.long),
     ]
     if args.views > 1:
-        runs.append((f"Fourier 224, {args.views} views", Views(P.fourier(size=size), args.views), None, args.long))
+        runs.append((f"Fourier 224, {args.views} views", Views(default_param(model), args.views), None, args.long))
     print(f"  {'optimization':<24} {'steps':>5} {'direct':>7} {'held-out':>8} {'reflect':>8} {'seconds':>7}")
     for name, param, transforms, steps in runs:
         t = time.perf_counter()

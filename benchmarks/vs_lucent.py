@@ -424,7 +424,7 @@ def report(res: dict) -> str:
     s = res["settings"]
     lines.append(
         f"visfeat vs lucent on {s['device']} ({s['threads']} threads, torch {s['torch']}, amp {s['amp']}, "
-        f"channels-last {s['channels_last']}, allocator tuned {s.get('allocator_tuned')}); "
+        f"channels-last {s['channels_last']}, allocator tuned {s['allocator_tuned']}); "
         f"load average {s['load_before']} -> {s['load_after']}"
     )
     if "speed" in res:

@@ -56,7 +56,7 @@ def default_param(model: Model) -> params.Param:
     return params.fourier(size=size[0] if size[0] == size[1] else size)
 
 
-def default_transforms(model: Model, image_size: int | tuple[int, int] | None = None) -> tf.Transform:
+def default_transforms(model: Model) -> tf.Transform:
     """Lucid's robustness set, then a resize to the model's input size (as lucent does).
     Token models (ViTs) get :func:`visfeat.vit.defaults.vit_transforms` instead."""
     from .vit.defaults import vit_transforms
