@@ -1,6 +1,7 @@
 """How far can one channel go? Upper references for the render-quality bar of ``benchmarks/quality.py``.
 
     python benchmarks/channel_ceiling.py [--layer blocks.4] [--channel 70] [--steps 300] [--long 1000]
+        [--views K] [--supersample S]
 
 For one channel of the embedded EfficientNet-Lite0, each line is a ratio to the channel's largest
 activation over random crops of the sample photos (``quality.natural_max``):
@@ -12,18 +13,23 @@ activation over random crops of the sample photos (``quality.natural_max``):
 - robust optimizations, ``--long`` steps: Fourier at 224 px (render's default param) with the default
   transforms, and with reflection-padded ones; pixels with reflection padding;
 - with ``--views K``: the default param and transforms, K random views of the image per step (the
-  gradient of K transformed copies, an expectation-over-transforms estimate), ``--long`` steps.
+  gradient of K transformed copies, an expectation-over-transforms estimate), ``--long`` steps;
+- with ``--supersample S``: the default transforms on a Fourier image S times the model's input size
+  (the transforms end with a resize to the input size), ``--long`` steps, and with K views if asked.
 
-Each optimized image is scored three ways: ``direct`` (the image as the model sees it, the way the photo
+Each optimized image is scored four ways: ``direct`` (the image as the model sees it, the way the photo
 crops are scored), held-out with the standard transforms (grey padding, ``visfeat.evaluate``'s default)
-and held-out with reflection padding.
+and held-out with reflection padding. The transforms act in the image's own pixels, so on a supersampled
+image their pad and jitter are 1/S as large in the model's pixels; ``held-out@input`` scores the image
+resized to the model's input size with the standard transforms (the same as held-out for an image at the
+input size).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from quality import natural_max
@@ -86,6 +92,7 @@ def scores(model: vf.Model, unit: O.Objective, image: torch.Tensor, size: int) -
         "direct": float(vf.evaluate(model, [unit], image, transforms=T.resize(size), repeats=1)),
         "heldout": float(vf.evaluate(model, [unit], image)),
         "heldout_reflect": float(vf.evaluate(model, [unit], image, transforms=reflect_standard(size))),
+        "heldout_input": float(vf.evaluate(model, [unit], T.resize(size)(image, torch.Generator()))),
     }
 
 
@@ -96,6 +103,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="steps of the no-transform optimum")
     ap.add_argument("--long", type=int, default=1000, help="steps of the robust optimizations")
     ap.add_argument("--views", type=int, default=0, help="also run K views per step (0: skip)")
+    ap.add_argument("--supersample", type=int, default=1, help="also run a Fourier image S times the input size")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -114,9 +122,16 @@ def main() -> None:
         ("Fourier 224 + reflect", P.fourier(size=size), reflect_standard(size), args.long),
         ("pixels 224 + reflect", P.pixel(size=size), reflect_standard(size), args.long),
     ]
-    if args.views > 1:
-        runs.append((f"Fourier 224, {args.views} views", Views(default_param(model), args.views), None, args.long))
-    print(f"  {'optimization':<24} {'steps':>5} {'direct':>7} {'held-out':>8} {'reflect':>8} {'seconds':>7}")
+    sizes = [size] + ([size * args.supersample] if args.supersample > 1 else [])
+    for px in sizes[1:]:
+        runs.append((f"Fourier {px}", replace(default_param(model), size=px), None, args.long))
+    for px in sizes if args.views > 1 else []:
+        views = Views(replace(default_param(model), size=px), args.views)
+        runs.append((f"Fourier {px}, {args.views} views", views, None, args.long))
+    print(
+        f"  {'optimization':<24} {'steps':>5} {'direct':>7} {'held-out':>8} {'reflect':>8} {'held-out@input':>14}"
+        f" {'seconds':>7}"
+    )
     for name, param, transforms, steps in runs:
         t = time.perf_counter()
         units = [unit] * (param.views if isinstance(param, Views) else 1)
@@ -124,7 +139,7 @@ def main() -> None:
         s = {k: v / nat for k, v in scores(model, unit, res.images[:1], size).items()}
         print(
             f"  {name:<24} {steps:>5} {s['direct']:>6.2f}x {s['heldout']:>7.2f}x {s['heldout_reflect']:>7.2f}x"
-            f" {time.perf_counter() - t:>7.0f}"
+            f" {s['heldout_input']:>13.2f}x {time.perf_counter() - t:>7.0f}"
         )
 
 
