@@ -122,12 +122,12 @@ def main() -> None:
         ("Fourier 224 + reflect", P.fourier(size=size), reflect_standard(size), args.long),
         ("pixels 224 + reflect", P.pixel(size=size), reflect_standard(size), args.long),
     ]
-    sizes = [size] + ([size * args.supersample] if args.supersample > 1 else [])
-    for px in sizes[1:]:
-        runs.append((f"Fourier {px}", replace(default_param(model), size=px), None, args.long))
-    for px in sizes if args.views > 1 else []:
-        views = Views(replace(default_param(model), size=px), args.views)
-        runs.append((f"Fourier {px}, {args.views} views", views, None, args.long))
+    big = [size * args.supersample] if args.supersample > 1 else []
+    runs += [(f"Fourier {px}", replace(default_param(model), size=px), None, args.long) for px in big]
+    if args.views > 1:
+        for px in [size, *big]:
+            views = Views(replace(default_param(model), size=px), args.views)
+            runs.append((f"Fourier {px}, {args.views} views", views, None, args.long))
     print(
         f"  {'optimization':<24} {'steps':>5} {'direct':>7} {'held-out':>8} {'reflect':>8} {'held-out@input':>14}"
         f" {'seconds':>7}"
