@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from quality import natural_max
@@ -39,31 +39,6 @@ from visfeat import objectives as O
 from visfeat import param as P
 from visfeat import transforms as T
 from visfeat.render import default_param
-
-
-class _Repeat(torch.nn.Module):
-    def __init__(self, image: torch.nn.Module, views: int) -> None:
-        super().__init__()
-        self.image, self.views = image, views
-
-    def forward(self) -> torch.Tensor:
-        return self.image().repeat(self.views, 1, 1, 1)
-
-
-@dataclass(frozen=True)
-class Views:
-    """One image of ``inner`` shown ``views`` times per step: rendered against ``[unit] * views``, each
-    copy gets its own random transform and the gradients add up."""
-
-    inner: P.Param
-    views: int
-
-    @property
-    def size(self) -> int | tuple[int, int]:
-        return self.inner.size
-
-    def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.nn.Module:
-        return _Repeat(self.inner.build(1, generator, device), self.views)
 
 
 def reflect_standard(size: int) -> T.Transform:
@@ -115,28 +90,27 @@ def main() -> None:
     print(f"{args.layer}:{args.channel}: photos' largest crop activation {nat:.3f}")
     flat, colour = best_flat_colour(model, args.layer, args.channel)
     print(f"  best flat colour {[round(c, 2) for c in colour]}: {flat:.3f} = {flat / nat:.2f}x")
-    runs = [
-        ("no transforms, pixels", P.pixel(size=size), T.resize(size), args.steps),
-        ("no transforms, Fourier", P.fourier(size=size), T.resize(size), args.steps),
-        ("Fourier 224 (default)", default_param(model), None, args.long),
-        ("Fourier 224 + reflect", P.fourier(size=size), reflect_standard(size), args.long),
-        ("pixels 224 + reflect", P.pixel(size=size), reflect_standard(size), args.long),
+    runs = [  # name, param, transforms, steps, views
+        ("no transforms, pixels", P.pixel(size=size), T.resize(size), args.steps, 1),
+        ("no transforms, Fourier", P.fourier(size=size), T.resize(size), args.steps, 1),
+        ("Fourier 224 (default)", default_param(model), None, args.long, 1),
+        ("Fourier 224 + reflect", P.fourier(size=size), reflect_standard(size), args.long, 1),
+        ("pixels 224 + reflect", P.pixel(size=size), reflect_standard(size), args.long, 1),
     ]
     big = [size * args.supersample] if args.supersample > 1 else []
-    runs += [(f"Fourier {px}", replace(default_param(model), size=px), None, args.long) for px in big]
+    runs += [(f"Fourier {px}", replace(default_param(model), size=px), None, args.long, 1) for px in big]
     if args.views > 1:
         for px in [size, *big]:
-            views = Views(replace(default_param(model), size=px), args.views)
-            runs.append((f"Fourier {px}, {args.views} views", views, None, args.long))
+            param = replace(default_param(model), size=px)
+            runs.append((f"Fourier {px}, {args.views} views", param, None, args.long, args.views))
     print(
         f"  {'optimization':<24} {'steps':>5} {'direct':>7} {'held-out':>8} {'reflect':>8} {'held-out@input':>14}"
         f" {'seconds':>7}"
     )
-    for name, param, transforms, steps in runs:
+    for name, param, transforms, steps, views in runs:
         t = time.perf_counter()
-        units = [unit] * (param.views if isinstance(param, Views) else 1)
-        res = vf.render(model, units, param=param, transforms=transforms, steps=steps, progress=False)
-        s = {k: v / nat for k, v in scores(model, unit, res.images[:1], size).items()}
+        res = vf.render(model, unit, param=param, transforms=transforms, steps=steps, views=views, progress=False)
+        s = {k: v / nat for k, v in scores(model, unit, res.images, size).items()}
         print(
             f"  {name:<24} {steps:>5} {s['direct']:>6.2f}x {s['heldout']:>7.2f}x {s['heldout_reflect']:>7.2f}x"
             f" {s['heldout_input']:>13.2f}x {time.perf_counter() - t:>7.0f}"

@@ -139,3 +139,20 @@ def test_render_requires_units_and_output(capsys):
         main(["render", "efficientnet_lite0", "blocks.2:3"])
     assert e.value.code == 2
     assert "-o/--out" in capsys.readouterr().err
+
+
+def test_render_views_and_lr_schedule_reach_render_and_the_sidecar(tmp_path):
+    out = tmp_path / "v"
+    assert main(["render", "tiny_cli", "2:1", "-o", str(out), "--views", "2", "--lr-schedule", "cosine", *QUICK]) == 0
+    s = json.loads((out / "2_1.json").read_text())["settings"]
+    assert s["views"] == 2 and s["lr_schedule"] == "cosine"
+
+
+@pytest.mark.parametrize("flag", ["--views", "--steps", "--batch-size"])
+def test_render_counts_must_be_positive_before_any_work(tmp_path, capsys, flag):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as e:
+        main(["render", "tiny_cli", "2:1", "-o", str(out), flag, "0"])
+    assert e.value.code == 2
+    assert f"argument {flag}: must be a positive integer, got '0'" in capsys.readouterr().err
+    assert not out.exists()

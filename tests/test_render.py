@@ -162,3 +162,62 @@ def test_defaults_and_settings_record():
     assert r.settings["transforms"] == "default"
     r = render(m, "conv2:0", transforms=T.compose(T.jitter(2), T.resize(24)), **FAST)
     assert r.settings["transforms"] == "custom"
+
+
+def test_views_show_every_image_several_times_per_step_and_average_the_scores():
+    """``views=3``: one forward per step over 3 stacked copies of the batch (view-major), each transformed
+    on its own; image i is scored on objective i in every view, and the scores are averaged."""
+    m = _model()
+    _ = m.layers
+    m.module.calls = 0
+    seen = []
+
+    def record(x, g):
+        seen.append(x.detach().clone())
+        return T.compose(T.jitter(2), T.resize(24))(x, g)
+
+    objs = ["conv2:0", "conv1:2"]
+    r = render(m, objs, transforms=record, views=3, **FAST)
+    assert r.history.shape == (6, 2) and m.module.calls == 6
+    assert seen[0].shape == (6, 3, 20, 20)
+    for i in range(2):  # rows i, i+2, i+4 are the same image
+        assert torch.equal(seen[0][i], seen[0][i + 2]) and torch.equal(seen[0][i], seen[0][i + 4])
+    assert not torch.equal(seen[0][0], seen[0][1])
+    assert r.settings["views"] == 3 and (r.history[-1] > r.history[0]).all()
+
+
+def test_views_average_rather_than_add():
+    """With a deterministic transform every view is identical: 2 views must score and optimize exactly like 1
+    (a sum would double the scores)."""
+    resize = T.resize(24)
+    one = render(_model(), ["conv2:0", "conv1:2"], transforms=resize, **FAST)
+    two = render(_model(), ["conv2:0", "conv1:2"], transforms=resize, views=2, **FAST)
+    torch.testing.assert_close(two.history, one.history)
+    torch.testing.assert_close(two.images, one.images)
+
+
+def test_views_keep_batch_level_objectives_on_their_batch():
+    """Diversity compares the images of one view with each other, not an image with its own copies: with
+    identical views it scores exactly as with one view (over all 6 copies it would see perfect twins)."""
+    obj = O.channel("conv2", 0) + 10 * O.diversity("conv2")
+    resize = T.resize(24)
+    one = render(_model(), obj, batch=3, transforms=resize, **FAST)
+    two = render(_model(), obj, batch=3, transforms=resize, views=2, **FAST)
+    torch.testing.assert_close(two.history, one.history)
+
+
+def test_cosine_lr_schedule_decays_the_steps():
+    """The last of 6 cosine steps moves the image far less than a constant-lr step (lr 0.05 -> 0.0033)."""
+    moves = {}
+    for schedule in ("constant", "cosine"):
+        r = render(_model(), "conv2:0", lr_schedule=schedule, snapshots=[5], **FAST)
+        moves[schedule] = (r.images - r.snapshots[5]).abs().max()
+        assert r.settings["lr_schedule"] == schedule
+    assert moves["cosine"] < 0.2 * moves["constant"]
+
+
+def test_bad_views_and_schedule_are_clear_errors():
+    with pytest.raises(VisfeatError, match="views must be at least 1"):
+        render(_model(), "conv2:0", views=0, **FAST)
+    with pytest.raises(VisfeatError, match="lr_schedule must be 'constant' or 'cosine', got 'linear'"):
+        render(_model(), "conv2:0", lr_schedule="linear", **FAST)

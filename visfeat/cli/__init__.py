@@ -52,6 +52,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda if available)")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (a bad value fails before any work or output)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def load_model_from_args(args: argparse.Namespace):
     import torch
 

@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 
 from ..errors import VisfeatError
-from . import add_model_args, load_model_from_args
+from . import add_model_args, load_model_from_args, positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -17,14 +17,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("units", nargs="+", help="unit strings: blocks.4:12, blocks.4:12@3,5, logit:espresso")
     p.add_argument("-o", "--out", required=True, help="output folder (created)")
-    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--steps", type=positive_int, default=256)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--views", type=positive_int, default=1, help="random transforms per image and step (averaged)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--param", default=None, choices=["fourier", "pixel", "maco"], help="default: render's (Fourier for CNNs)"
     )
     p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's input size)")
-    p.add_argument("--batch-size", type=int, default=64, help="units optimized together per run")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="units optimized together per run")
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast on CUDA")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             param=p,
             steps=args.steps,
             lr=args.lr,
+            lr_schedule=args.lr_schedule,
+            views=args.views,
             seed=args.seed + start,
             amp=args.amp,
             progress=not args.no_progress,
