@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -205,7 +205,7 @@ def render(
     return RenderResult(final, history.cpu(), names, settings, seconds, shots, shot_seconds)
 
 
-def _schedule(name: str, lr: float, steps: int):
+def _schedule(name: str, lr: float, steps: int) -> Callable[[int], float]:
     """The learning rate at each step (0-based) for a schedule name."""
     if name == "constant":
         return lambda step: lr
