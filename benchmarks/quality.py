@@ -144,8 +144,7 @@ def main() -> None:
         out["classes"] = {k: v for k, v in c.items() if k != "images"}
     if args.only in (None, "channels"):
         ch = run_channels(steps, args.seed, args.channels, **options)
-        n = len(args.channels)
-        print(f"channels of {CHANNEL_LAYER} ({recipe}, {ch['seconds']:.0f} s for {n} in one batch)")
+        print(f"channels of {CHANNEL_LAYER} ({recipe}, {ch['seconds']:.0f} s for {len(args.channels)} in one batch)")
         rows = zip(ch["channels"], ch["natural_max"], ch["heldout"], ch["ratios"], ch["direct_ratios"], strict=True)
         for c, n, h, r, d in rows:
             print(f"  {CHANNEL_LAYER}:{c:<4} photos {n:7.3f}  held-out {h:7.3f}  ratio {r:5.2f}x  direct {d:5.2f}x")
