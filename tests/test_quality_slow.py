@@ -35,7 +35,8 @@ def test_channel_images_median_beats_the_photos_6x(channels):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="open (issue 2): blocks.4:70, a detector of flat colour regions, reaches 2.4x with the defaults "
+    reason="unmet bar of issue 2 (marked blocked): blocks.4:70, a detector of flat colour regions, "
+    "reaches 2.4x with the defaults "
     "(3.03x only with 128 times the compute: render(steps=4096, views=8, lr_schedule='cosine'); a 2x supersampled "
     "image scores 3.25x direct but 2.45x held out; optimized with no transforms at all, 3.6x direct); "
     "see docs/quality.md",
