@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import visfeat as vf
 from visfeat import objectives as O
 from visfeat import transforms as tf
+from visfeat.cli import positive_int
 from visfeat.images import random_crops, sample_photos
 
 CLASSES = [
@@ -110,13 +111,13 @@ def run_channels(steps: int, seed: int, channels: list[int] = CHANNELS, device: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=None, help="render steps (default: render's default)")
+    ap.add_argument("--steps", type=positive_int, default=None, help="render steps (default: render's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="write the class-logit picture grid here")
     ap.add_argument("--channel-grid", default=None, help="write the channel picture grid here")
     ap.add_argument("--only", choices=["classes", "channels"], default=None)
-    ap.add_argument("--views", type=int, default=1, help="random transforms per image and step (render's views)")
+    ap.add_argument("--views", type=positive_int, default=1, help="random transforms per image and step")
     ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     ap.add_argument("--channels", type=int, nargs="+", default=CHANNELS, help=f"channels of {CHANNEL_LAYER}")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps")
