@@ -148,7 +148,7 @@ def test_render_views_and_lr_schedule_reach_render_and_the_sidecar(tmp_path):
     assert s["views"] == 2 and s["lr_schedule"] == "cosine"
 
 
-@pytest.mark.parametrize("flag", ["--views", "--steps", "--batch-size"])
+@pytest.mark.parametrize("flag", ["--views", "--steps", "--batch-size", "--size"])
 def test_render_counts_must_be_positive_before_any_work(tmp_path, capsys, flag):
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as e:
@@ -156,3 +156,29 @@ def test_render_counts_must_be_positive_before_any_work(tmp_path, capsys, flag):
     assert e.value.code == 2
     assert f"argument {flag}: must be a positive integer, got '0'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_render_expands_ranges_lists_and_all(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["render", "tiny_cli", "2:0-2", "2:1,5", "0:all@center", "-o", str(out), *QUICK]) == 0
+    stems = sorted(p.stem for p in out.glob("*.png"))
+    assert stems == sorted(["2_0", "2_1", "2_2", "2_5"] + [f"0_{i}_at_center" for i in range(8)])  # 2:1 once
+
+
+def test_render_range_out_of_the_layer_is_an_error_before_any_output(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["render", "tiny_cli", "2:10-17", "-o", str(out), *QUICK]) == 2
+    assert "2:10-17: out of range: 16, 17; there are 16 channels in layer '2' (0..15)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_render_preacts_by_default_and_no_preact_turns_it_off(tmp_path):
+    """tiny_cli's layer "3" is a ReLU: by default its unit is optimized on its input, layer "2"."""
+    on, off = tmp_path / "on", tmp_path / "off"
+    assert main(["render", "tiny_cli", "3:1", "2:1", "-o", str(on), *QUICK]) == 0
+    assert main(["render", "tiny_cli", "3:1", "-o", str(off), "--no-preact", *QUICK]) == 0
+    side_on = json.loads((on / "3_1.json").read_text())
+    assert side_on["objective"] == "channel(2:1)[preact of 3:1]" and side_on["settings"]["preact"] is True
+    assert json.loads((on / "2_1.json").read_text())["objective"] == "channel(2:1)"  # a conv: unchanged
+    side_off = json.loads((off / "3_1.json").read_text())
+    assert side_off["objective"] == "channel(3:1)" and side_off["settings"]["preact"] is False

@@ -141,6 +141,19 @@ def test_custom_grayscale_module():
     assert m.layer("conv").shape == (4, 16, 16)
 
 
+def test_grayscale_spec_with_default_normalization_renders():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    m = load_model(net, InputSpec(channels=1, size=(32, 32)))
+    assert m.spec.mean == (0.0,) and m.spec.std == (1.0,)  # one value: every channel, no normalization
+    assert "mean (0.0,), std (1.0,)" in m.describe().splitlines()[0]
+    from visfeat import param as P
+    from visfeat.render import render
+
+    r = render(m, "0:1", param=P.fourier(32), steps=4, progress=False)
+    assert r.images.shape == (1, 3, 32, 32) and r.history[-1, 0] > r.history[0, 0]
+
+
 def test_inputspec_rejects_bad_settings():
     with pytest.raises(VisfeatError, match="channels"):
         InputSpec(channels=2)

@@ -9,10 +9,10 @@ from torch import nn
 
 from visfeat import objectives as O
 from visfeat import param as P
-from visfeat.errors import UnitError
+from visfeat.errors import UnitError, UnknownLayerError
 from visfeat.models import InputSpec, Model
 from visfeat.render import render
-from visfeat.units import Unit, parse_unit
+from visfeat.units import Unit, parse_index_list, parse_unit, parse_units
 
 
 class Tiny(nn.Module):
@@ -236,3 +236,42 @@ def test_as_objective():
     assert O.as_objective(obj) is obj
     with pytest.raises(TypeError, match="unit string"):
         O.as_objective(3)
+
+
+def test_parse_units_ranges_lists_and_all(tiny):
+    assert parse_units("conv2:3") == [Unit("conv2", 3)]
+    assert parse_units("conv2:0-3") == [Unit("conv2", i) for i in range(4)]  # inclusive
+    assert parse_units("conv2:1,3,7-9") == [Unit("conv2", i) for i in (1, 3, 7, 8, 9)]
+    assert parse_units("conv2:1,3@3,5") == [Unit("conv2", 1, "3,5"), Unit("conv2", 3, "3,5")]  # @3,5: a position
+    assert parse_units("logit:sports_car") == [Unit("logit", "sports_car")]
+    assert parse_units("blocks.6.attn:h3@cls") == [Unit("blocks.6.attn", "h3", "cls")]
+    assert parse_units("conv2:all", tiny) == [Unit("conv2", i) for i in range(16)]
+    assert parse_units("conv1:all@center", tiny)[-1] == Unit("conv1", 7, "center")
+    assert parse_units("conv2:14-15", tiny) == [Unit("conv2", 14), Unit("conv2", 15)]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("conv2:all", "'all' means every channel of 'conv2', which needs the model"),
+        ("conv2:5-3", "range '5-3' in '5-3' runs backwards; write it low-high: '3-5'"),
+        ("conv2:1-x", "cannot parse units '1-x'; expected e.g. '0-15'"),
+        ("conv2:1,,2", "cannot parse units"),
+        ("conv2", "cannot parse unit 'conv2'"),
+    ],
+)
+def test_parse_units_errors(text, match):
+    with pytest.raises(UnitError, match=match):
+        parse_units(text)
+
+
+def test_parse_units_checks_ranges_against_the_model(tiny):
+    with pytest.raises(
+        UnitError, match=r"conv2:14-17: out of range: 16, 17; there are 16 channels in layer 'conv2' \(0..15\)"
+    ):
+        parse_units("conv2:14-17", tiny)
+    with pytest.raises(UnitError, match=r"channel 16 is out of range for layer 'conv2'"):
+        parse_units("conv2:16", tiny)
+    with pytest.raises(UnknownLayerError, match="unknown layer 'conv3'"):
+        parse_units("conv3:all", tiny)
+    assert parse_index_list(" 0-2, 7 ", 8) == [0, 1, 2, 7] and parse_index_list("all", 3) == [0, 1, 2]

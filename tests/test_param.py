@@ -142,3 +142,10 @@ def test_spectrum_from_images_errors(tmp_path):
         P.spectrum_from_images([])
     with pytest.raises(VisfeatError, match=r"shape \[3, H, W//2\+1\]"):
         P.maco(32, spectrum=torch.ones(32, 17)).build(1, torch.Generator())
+
+
+@pytest.mark.parametrize("kind", ["pixel", "fourier", "maco"])
+@pytest.mark.parametrize("size", [0, -3, (32, 0)])
+def test_size_must_be_positive(kind, size):
+    with pytest.raises(VisfeatError, match=f"{kind} image size must be a positive number of pixels"):
+        P.create(kind, size=size)

@@ -37,12 +37,15 @@ def resolve(module: nn.Module, layers: Iterable[str], logits: str = "") -> dict[
 
 
 @contextmanager
-def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True, logits: str = "") -> Iterator[dict]:
+def capture(
+    module: nn.Module, layers: Iterable[str], stop_early: bool = True, logits: str = "", copy: bool = False
+) -> Iterator[dict]:
     """Record the outputs of ``layers`` into the yielded dict while the block runs.
 
     With ``stop_early`` the forward pass is aborted right after the last requested layer has
     produced its output, so layers deeper than the objective needs cost nothing; call the model
-    through :func:`run` to swallow that abort.
+    through :func:`run` to swallow that abort. With ``copy`` each output is cloned when recorded, so
+    in-place ops later in the pass (``ReLU(inplace=True)``, ``+=``) cannot change an earlier layer's record.
     """
     targets = resolve(module, layers, logits)
     acts: dict[str, torch.Tensor] = {}
@@ -51,7 +54,7 @@ def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True, l
 
     def make_hook(name: str):
         def hook(_mod, _inp, out):
-            acts[name] = out
+            acts[name] = out.clone() if copy and torch.is_tensor(out) else out
             remaining.discard(name)
             if stop_early and not remaining:
                 raise _StopForward
@@ -74,11 +77,16 @@ def run(module: nn.Module, x: torch.Tensor) -> None:
 
 
 def activations(
-    module: nn.Module, x: torch.Tensor, layers: Iterable[str], stop_early: bool = True, logits: str = ""
+    module: nn.Module,
+    x: torch.Tensor,
+    layers: Iterable[str],
+    stop_early: bool = True,
+    logits: str = "",
+    copy: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Outputs of ``layers`` for input ``x`` (already preprocessed for the model)."""
+    """Outputs of ``layers`` for input ``x`` (already preprocessed for the model); ``copy``: see :func:`capture`."""
     layers = list(layers)
-    with capture(module, layers, stop_early=stop_early, logits=logits) as acts:
+    with capture(module, layers, stop_early=stop_early, logits=logits, copy=copy) as acts:
         run(module, x)
     missing = [n for n in layers if n not in acts]
     if missing:

@@ -51,6 +51,23 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         raise
 
 
+def check_writable(out: str | Path) -> None:
+    """Fail early if files cannot be written to ``out``, without creating it: a later error (a bad unit or
+    spec, say) then leaves nothing behind. Callers create the folder once their input is validated."""
+    out = Path(out)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the nearest ancestor that exists
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        probe = existing / f".visfeat-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise VisfeatError(f"cannot write to output folder {out}: {e}; pick another folder with -o") from e
+
+
 def save_image(image: torch.Tensor, path: str | Path) -> None:
     """Save [3, H, W] in [0, 1] as PNG (or by the suffix), atomically."""
     import io

@@ -231,21 +231,27 @@ def class_logit(cls: int | str, batch: int | None = None, layer: str = LOGITS) -
     return Objective(_on_batch(fn, batch), frozenset([layer]), f"class_logit({label}){_suffix(batch)}")
 
 
-def diversity(layer: str) -> Objective:
-    """Negative cosine similarity of each image's Gram matrix to the others' (push a batch apart)."""
+def diversity(layer: str, group: int | None = None) -> Objective:
+    """Negative cosine similarity of each image's Gram matrix to the others' (push a batch apart).
+
+    ``group=G``: the batch is consecutive groups of G images (say G pictures of each of several units),
+    and each image is pushed apart from the others of its own group only."""
 
     def fn(acts: Acts) -> torch.Tensor:
         v = _per_position(_layer_act(acts, layer))  # [B, P, C]
         b = v.shape[0]
-        if b < 2:
+        g = b if group is None else group
+        if b % g:
+            raise UnitError(f"diversity(group={g}) needs a batch that is a multiple of {g}, got {b} images")
+        if g < 2:
             return v.new_zeros(b)
-        gram = (v.transpose(1, 2) @ v).flatten(1)
-        gram = F.normalize(gram, dim=1)
-        sim = gram @ gram.T
-        off = sim.sum(1) - sim.diagonal()
-        return -off / (b - 1)
+        gram = F.normalize((v.transpose(1, 2) @ v).flatten(1), dim=1).view(b // g, g, -1)
+        sim = gram @ gram.transpose(1, 2)  # [groups, G, G]
+        off = sim.sum(2) - sim.diagonal(dim1=1, dim2=2)
+        return (-off / (g - 1)).flatten()
 
-    return Objective(fn, frozenset([layer]), f"diversity({layer})")
+    suffix = "" if group is None else f", group={group}"
+    return Objective(fn, frozenset([layer]), f"diversity({layer}{suffix})")
 
 
 def l1(layer: str = INPUT, constant: float = 0.0, batch: int | None = None) -> Objective:
@@ -310,8 +316,11 @@ def as_objective(obj: Objective | str) -> Objective:
     raise TypeError(f"expected an Objective or a unit string like 'blocks.4:12', got {type(obj).__name__}")
 
 
-def sae_feature(sae, latent: int, batch: int | None = None, reduce: str = "mean") -> Objective:
-    """An SAE latent's pre-activation on ``sae.config.layer``: mean over positions, or at the ``"center"`` one."""
+def sae_feature(sae, latent: int, batch: int | None = None, reduce: str = "mean", activated: bool = False) -> Objective:
+    """An SAE latent's pre-activation on ``sae.config.layer``: mean over positions, or at the ``"center"`` one.
+
+    ``activated=True`` reads the latent after the SAE's activation (what ``sae.encode`` and its dataset
+    examples report): the score of a picture, where the pre-activation is what optimizes well."""
     from .sae.vectors import to_vectors
 
     latent = int(latent)
@@ -326,8 +335,11 @@ def sae_feature(sae, latent: int, batch: int | None = None, reduce: str = "mean"
         v = to_vectors(act, sae.config.tokens)  # [B, P, d_in]
         if sae.W_enc.device != v.device:
             sae.to(v.device)
-        enc = sae.W_enc[:, latent]
-        pre = (sae.normalize(v.float()) - sae.b_dec) @ enc + sae.b_enc[latent]  # [B, P]
+        if activated:
+            pre = sae.encode(v.float())[..., latent]  # [B, P]
+        else:
+            enc = sae.W_enc[:, latent]
+            pre = (sae.normalize(v.float()) - sae.b_dec) @ enc + sae.b_enc[latent]  # [B, P]
         if reduce == "mean":
             return pre.mean(1)
         if act.dim() == 4:
@@ -335,7 +347,7 @@ def sae_feature(sae, latent: int, batch: int | None = None, reduce: str = "mean"
             return pre[:, (h // 2) * w + w // 2]
         return pre[:, pre.shape[1] // 2]
 
-    where = "" if reduce == "mean" else "@center"
+    where = ("" if reduce == "mean" else "@center") + (", activated" if activated else "")
     return Objective(_on_batch(fn, batch), frozenset([layer]), f"sae_feature({layer}/{latent}{where}){_suffix(batch)}")
 
 

@@ -72,16 +72,27 @@ def default_transforms(model: Model) -> tf.Transform:
 
 
 def _objectives(
-    objectives: Objective | str | Sequence[Objective | str], batch: int | None
+    objectives: Objective | str | Sequence[Objective | str], batch: int | None, model: Model | None = None
 ) -> tuple[Objective, int, list[str]]:
+    """One objective over the batch, its image count and per-image names; unit strings are read on their
+    pre-activation when ``model`` is given (``render(preact=True)``), Objective instances are left alone."""
     if isinstance(objectives, (Objective, str)):
-        obj = as_objective(objectives)
+        obj = _as_objective(objectives, model)
         n = batch or 1
         return obj, n, [obj.name] * n
-    objs = [as_objective(o) for o in objectives]
+    objs = [_as_objective(o, model) for o in objectives]
     if batch not in (None, len(objs)):
         raise VisfeatError(f"batch={batch} but {len(objs)} objectives were given (one image each); drop batch=")
     return per_image(objs), len(objs), [o.name for o in objs]
+
+
+def _as_objective(obj: Objective | str, model: Model | None) -> Objective:
+    """A unit string's objective (its pre-activation one given ``model``), or the Objective itself."""
+    if isinstance(obj, str) and model is not None:
+        from .units import parse_unit
+
+        return parse_unit(obj).objective(model, preact=True)
+    return as_objective(obj)
 
 
 def _autocast(device: torch.device, amp: str | None):
@@ -112,6 +123,7 @@ def render(
     snapshots: Sequence[int] = (),
     views: int = 1,
     lr_schedule: str = "constant",
+    preact: bool = True,
 ) -> RenderResult:
     """Optimize images that maximize ``objectives``.
 
@@ -123,6 +135,9 @@ def render(
     ``views``: random transforms of every image per step, their scores averaged (a lower-variance
     gradient of the expectation over transforms, at ``views`` times the cost of a step).
     ``lr_schedule``: "constant", or "cosine" (decays ``lr`` to 0 over the steps).
+    ``preact``: a unit string whose layer ends in a ReLU-like op (ReLU, ReLU6, GELU, a fused BatchNorm+act)
+    is optimized on that op's input (:mod:`visfeat.preact`), so a unit that is dead for the initial image
+    still moves; the history then holds pre-activation values. Objective instances are never changed.
     """
     model = load_model(model)
     if steps < 1:
@@ -130,7 +145,7 @@ def render(
     if views < 1:
         raise VisfeatError(f"views must be at least 1 (random transforms per image and step), got {views}")
     lr_at = _schedule(lr_schedule, lr, steps)
-    obj, n, names = _objectives(objectives, batch)
+    obj, n, names = _objectives(objectives, batch, model if preact else None)
     keep = sorted(set(snapshots))
     if keep and not 1 <= keep[0] <= keep[-1] <= steps:
         raise VisfeatError(f"snapshots must be step counts in 1..{steps}, got {keep}")
@@ -200,6 +215,7 @@ def render(
         "seed": seed,
         "device": str(dev),
         "amp": amp,
+        "preact": preact,
         "model": model.name,
     }
     return RenderResult(final, history.cpu(), names, settings, seconds, shots, shot_seconds)

@@ -4,6 +4,9 @@ layer:channel            blocks.4:12         mean of channel 12 over positions
 layer:channel@y,x        blocks.4:12@3,5     one spatial position (neuron)
 logit:class              logit:967, logit:espresso, logit:sports_car
 
+Several units at once (:func:`parse_units`): an inclusive range, a list, or every channel of the layer:
+blocks.4:0-15            blocks.4:1,3,7-9         blocks.4:all (needs the model)    blocks.4:0-7@center
+
 ViT token layers ([B, tokens, dim]; see visfeat.vit):
 layer:dim@cls            blocks.6.mlp.act:123@cls      class token (also @mean, @patch=r,c, @patch=r0:r1,c0:c1, @reg=i)
 attn:hHEAD[.dim]@tokens  blocks.6.attn:h3@cls          one attention head (mean square, or one of its dims)
@@ -21,6 +24,8 @@ from .hooks import LOGITS
 _UNIT = re.compile(r"^(?P<layer>[^:@\s]+):(?P<index>[^@\s]+)(?:@(?P<at>\S+))?$")
 _POS = re.compile(r"^(?P<y>\d+),(?P<x>\d+)$")
 _HEAD = re.compile(r"^h(?P<head>\d+)(?:\.(?P<dim>\d+))?$")
+_INDEX_LIST = re.compile(r"^\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*$")
+ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,19 @@ class Unit:
     def is_logit(self) -> bool:
         return self.layer in ("logit", LOGITS)
 
-    def objective(self) -> O.Objective:
-        """The objective that maximizes this unit."""
+    def objective(self, model=None, preact: bool = True) -> O.Objective:
+        """The objective that maximizes this unit; given ``model`` (and ``preact``), read before the ReLU-like
+        op that ends the layer when there is one (:mod:`visfeat.preact`), so a unit that starts dead still moves."""
+        plain = self._objective()
+        if model is None or not preact:
+            return plain
+        from .preact import preact_objective
+
+        pre = preact_objective(model, self)
+        return plain if pre is None else pre
+
+    def _objective(self) -> O.Objective:
+        """The objective on the unit's own layer."""
         if self.is_logit:
             if self.at:
                 raise UnitError(f"{self}: a class logit takes no '@' position")
@@ -103,3 +119,64 @@ def parse_unit(text: str) -> Unit:
     if index.isdigit():
         index = int(index)
     return Unit(m["layer"], index, m["at"])
+
+
+def parse_units(text: str, model=None) -> list[Unit]:
+    """Parse one unit string that may name several units: ``blocks.4:0-15`` (inclusive), ``blocks.4:1,3,7-9``,
+    ``blocks.4:all`` (every channel; needs ``model``) or any single unit. With ``model`` every unit is validated."""
+    unit = parse_unit(text)
+    index = unit.index
+    if isinstance(index, str) and (index == ALL or _INDEX_LIST.match(index) or _looks_like_list(unit)):
+        n = None if model is None else _channels(model, unit)
+        if index == ALL and n is None:
+            raise UnitError(
+                f"{text}: '{ALL}' means every channel of {unit.layer!r}, which needs the model (pass model=) and a "
+                f"layer with a channel count; or list the channels, e.g. {unit.layer}:0-15"
+            )
+        of = "classes" if unit.is_logit else f"channels in layer {unit.layer!r}"
+        try:
+            indices = parse_index_list(index, n, of)
+        except UnitError as e:
+            raise UnitError(f"{text}: {e}") from None
+        units = [Unit(unit.layer, i, unit.at) for i in indices]
+    else:
+        units = [unit]
+    if model is not None:
+        for u in units:
+            u.validate(model)
+    return units
+
+
+def parse_index_list(text: str, n: int | None = None, of: str = "units") -> list[int]:
+    """``'0-3,7'`` -> ``[0, 1, 2, 3, 7]`` (ranges inclusive), ``'all'`` -> ``0..n-1``; checked against ``n`` when
+    given (errors name the valid range). The one range grammar of unit strings and of the CLI's unit options."""
+    text = re.sub(r"\s+", "", text)
+    if text == ALL:
+        if n is None:
+            raise UnitError(f"'{ALL}' needs the number of {of}; list them instead, e.g. '0-15'")
+        return list(range(n))
+    if not _INDEX_LIST.match(text):
+        raise UnitError(f"cannot parse units {text!r}; expected e.g. '0-15', '3,7,9', '1,3,7-9' or '{ALL}'")
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        lo, hi = int(a), int(b or a)
+        if hi < lo:
+            raise UnitError(f"range {part!r} in {text!r} runs backwards; write it low-high: '{hi}-{lo}'")
+        out += range(lo, hi + 1)
+    bad = [i for i in out if n is not None and not 0 <= i < n]
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        raise UnitError(f"out of range: {shown}; there are {n} {of} (0..{n - 1})")
+    return out
+
+
+def _channels(model, unit: Unit) -> int | None:
+    """The number of channels (dims, classes) of ``unit``'s layer in ``model``'s catalogue."""
+    return model.layer(LOGITS if unit.is_logit else unit.layer).channels
+
+
+def _looks_like_list(unit: Unit) -> bool:
+    """An index that tries to be a list or range (a comma, or a dash outside a class name) but is malformed."""
+    index = str(unit.index)
+    return "," in index or ("-" in index and not unit.is_logit)

@@ -10,7 +10,7 @@ from .circuit import Circuit, Edge, Node, build_circuit, render_nodes
 from .contributors import Contributor, Contributors, Latents, contributors, unit_weights
 from .expand import Expanded, direct_weights, expand, path_report
 from .graph import CircuitError, NonlinearPathError, trace
-from .html import circuit_html, circuit_svg, write_circuit
+from .html import circuit_context, write_circuit
 from .nmf import WeightNMF, weight_nmf
 
 __all__ = [
@@ -25,8 +25,7 @@ __all__ = [
     "NonlinearPathError",
     "WeightNMF",
     "build_circuit",
-    "circuit_html",
-    "circuit_svg",
+    "circuit_context",
     "contributors",
     "direct_weights",
     "expand",

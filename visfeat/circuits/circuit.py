@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.fx as fx
-from torch import nn
 
-from ..errors import VisfeatError
 from ..units import parse_unit
 from .contributors import CANCELLATION, Latents, contributors
 from .graph import CircuitError
@@ -77,6 +74,10 @@ class Circuit:
                 for e in self.edges
             ],
             "nmf_top_channels": [self.nmf.top_channels(i) for i in range(3)] if self.nmf else [],
+            "nmf_rgb": [[[round(v, 4) for v in row] for row in ch] for ch in self.nmf.rgb().tolist()]
+            if self.nmf
+            else None,
+            "nmf_error": round(self.nmf.relative_error, 4) if self.nmf else None,
             "render": self.render_settings,
         }
 
@@ -161,45 +162,6 @@ def build_circuit(
     return Circuit(unit, [_layer_of(unit), *sources], nodes, edges, modes, linearized, warnings, nmf, latents=latents)
 
 
-def preactivation(model, layer: str, channel: int):
-    """An objective for ``layer:channel`` read before the ReLU-like op that ends the layer, or None.
-
-    A channel that is zero after its ReLU for the initial image gets no gradient and renders as grey;
-    its pre-activation (the named layer feeding the activation, sign-corrected through a fused
-    BatchNorm) always does. Found from the traced graph, not per model."""
-    from .. import objectives as O
-    from .graph import _RELU_LIKE_MODULES, classify, trace
-
-    g = trace(model)
-    try:
-        node = g.node(layer)
-    except VisfeatError:
-        return None
-    sign = 1.0
-    if node.op == "call_module":
-        m = g.root.get_submodule(node.target)
-        act = getattr(m, "act", None)
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and isinstance(act, _RELU_LIKE_MODULES):
-            gamma = 1.0 if m.weight is None else float(m.weight[channel])
-            if gamma == 0:
-                return None
-            sign = 1.0 if gamma > 0 else -1.0
-        elif not isinstance(m, _RELU_LIKE_MODULES):
-            return None
-    else:
-        op = classify(node, g.root, {node})
-        if op.kind != "swap" or "identity" not in op.label:
-            return None
-    inp = node.args[0] if node.args else None
-    if not isinstance(inp, fx.Node):
-        return None
-    name = g.name_of(inp)
-    if name not in g.outputs:
-        return None
-    obj = O.channel(name, channel)
-    return obj if sign > 0 else -obj
-
-
 def render_nodes(
     model,
     circuit: Circuit,
@@ -212,7 +174,7 @@ def render_nodes(
     """Feature-visualize every node of ``circuit`` in one batched ``visfeat.render`` call (images set in place).
 
     With ``preact`` a contributor channel that ends in a ReLU-like op is rendered from its pre-activation
-    (:func:`preactivation`), so channels that are off for the initial image still get a picture."""
+    (:func:`visfeat.preact.preact_objective`), so channels that are off for the initial image still get a picture."""
     from .. import objectives as O
     from ..render import render
 
@@ -225,8 +187,7 @@ def render_nodes(
         elif n.level == 0:
             objs.append(u.objective())
         else:
-            pre = preactivation(model, u.layer, int(u.index)) if preact else None
-            objs.append(pre if pre is not None else O.channel(u.layer, int(u.index)))
+            objs.append(u.objective(model, preact=preact))  # a channel unit (source:i)
     result = render(model, objs, steps=steps, seed=seed, progress=progress, **render_kwargs)
     for n, img in zip(circuit.nodes, result.images, strict=True):
         n.image = img

@@ -36,8 +36,9 @@ class Graph:
 
     root: nn.Module
     graph: fx.Graph
-    outputs: dict[str, fx.Node]  # module name -> node holding its output
+    outputs: dict[str, fx.Node]  # module name -> node holding its output (of its last call)
     logits_layer: str = ""
+    calls: dict[str, int] = field(default_factory=dict)  # module name -> times forward() calls it
 
     def node(self, layer: str) -> fx.Node:
         """The node whose value is ``layer``'s output (``"input"``: the model input, ``"logits"``: the output)."""
@@ -77,6 +78,7 @@ class _Tracer(fx.Tracer):
         self._leaf_types, funcs = _timm_leaves()
         super().__init__(autowrap_functions=funcs)
         self.outputs: dict[str, fx.Node] = {}
+        self.calls: dict[str, int] = {}
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, self._leaf_types) or super().is_leaf_module(m, qualname)
@@ -84,6 +86,7 @@ class _Tracer(fx.Tracer):
     def call_module(self, m, forward, args, kwargs):
         out = super().call_module(m, forward, args, kwargs)
         name = self.path_of_module(m)
+        self.calls[name] = self.calls.get(name, 0) + 1
         if name and isinstance(out, fx.Proxy):
             self.outputs[name] = out.node
         return out
@@ -106,7 +109,7 @@ def trace(model) -> Graph:
             f"cannot trace {type(module).__name__} with torch.fx ({type(e).__name__}: {e}); circuits need a "
             "model whose forward() has no data-dependent Python control flow"
         ) from e
-    g = Graph(module, graph, tracer.outputs, logits)
+    g = Graph(module, graph, tracer.outputs, logits, tracer.calls)
     _CACHE[module] = g
     return g
 

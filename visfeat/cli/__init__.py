@@ -9,7 +9,7 @@ import sys
 from ..errors import VisfeatError
 
 #: Sub-command modules (inside visfeat.cli), in the order ``--help`` lists them.
-COMMANDS = ["render", "layers", "circuit", "examples", "sae"]
+COMMANDS = ["gallery", "render", "layers", "circuit", "examples", "sae"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,8 +42,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..circuits.circuit import build_circuit, render_nodes
     from ..circuits.html import write_circuit
+    from ..images import check_writable
     from ..units import parse_unit
-    from .render import check_writable
 
     unit = parse_unit(args.unit)  # parse errors before any work
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]

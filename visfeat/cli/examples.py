@@ -25,30 +25,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def parse_units(text: str, n: int) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]; 'all'; 'none'. Errors name the valid range."""
-    if text == "all":
-        return list(range(n))
-    if text == "none":
-        return []
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            a, _, b = part.partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError as e:
-        raise VisfeatError(f"cannot parse units {text!r}; expected e.g. '0-15', '3,7,9', 'all' or 'none'") from e
-    bad = [u for u in out if not 0 <= u < n]
-    if bad:
-        raise VisfeatError(f"units {bad} are out of range: there are {n} units (0..{n - 1})")
-    return out
+    """'0-3,7' -> [0, 1, 2, 3, 7]; 'all'; 'none' (the range grammar of unit strings). Errors name the valid range."""
+    from ..units import parse_index_list
+
+    return [] if text == "none" else parse_index_list(text, n)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data import image_dataset
     from ..examples import dataset_examples
     from ..examples.montage import unit_strip
-    from ..images import save_image
-    from .render import check_writable
+    from ..images import check_writable, save_image
 
     if args.k < 1:
         raise VisfeatError(f"-k must be at least 1, got {args.k}")

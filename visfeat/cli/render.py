@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 from pathlib import Path
 
-from ..errors import VisfeatError
 from . import add_model_args, load_model_from_args, positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="feature-visualize units (batched into one optimization)")
     add_model_args(p)
-    p.add_argument("units", nargs="+", help="unit strings: blocks.4:12, blocks.4:12@3,5, logit:espresso")
+    p.add_argument(
+        "units",
+        nargs="+",
+        help="unit strings: blocks.4:12, blocks.4:12@3,5, logit:espresso; several: blocks.4:0-15, blocks.4:1,3,7-9, "
+        "blocks.4:all",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder (created)")
     p.add_argument("--steps", type=positive_int, default=256)
     p.add_argument("--lr", type=float, default=0.05)
@@ -25,44 +28,46 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--param", default=None, choices=["fourier", "pixel", "maco"], help="default: render's (Fourier for CNNs)"
     )
-    p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's input size)")
+    p.add_argument(
+        "--size", type=positive_int, default=None, help="image size in pixels (default: the model's input size)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="units optimized together per run")
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast on CUDA")
+    p.add_argument(
+        "--no-preact",
+        action="store_true",
+        help="optimize units after their layer's final ReLU/GELU/BN+act (default: its input, so dead units move)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def check_writable(out: Path) -> None:
-    """Fail early if files cannot be written to ``out``, without creating it: a later error (a bad
-    unit, say) then leaves nothing behind. Callers create the folder once their input is validated."""
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent  # the nearest ancestor that exists
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is not a folder")
-        probe = existing / f".visfeat-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise VisfeatError(f"cannot write to output folder {out}: {e}; pick another folder with -o") from e
+def check_syntax(texts: list[str]) -> None:
+    """Raise on a malformed unit string before the model loads (``layer:all`` waits: it needs the model)."""
+    from ..units import ALL, parse_unit, parse_units
+
+    for text in texts:
+        if parse_unit(text).index != ALL:
+            for u in parse_units(text):
+                u.objective()  # a bad position (@foo) too
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import __version__, param
-    from ..images import atomic_write, save_image
+    from ..images import atomic_write, check_writable, save_image
     from ..render import default_param, render
-    from ..units import parse_unit
+    from ..units import parse_units
 
-    units = [parse_unit(u) for u in args.units]  # parse errors before any work
-    objectives = [u.objective() for u in units]
+    check_syntax(args.units)  # parse errors before any work
     out = Path(args.out)
     check_writable(out)
     model = load_model_from_args(args)
-    for u in units:
-        u.validate(model)  # unknown layer or channel out of range: error before optimizing
+    # ranges expanded; unknown layer or channel out of range: error before optimizing
+    units = list(dict.fromkeys(u for text in args.units for u in parse_units(text, model)))
+    preact = not args.no_preact
+    objectives = [u.objective(model, preact=preact) for u in units]
     p = default_param(model)
     if args.param or args.size:  # the size of render's default unless --size says otherwise
         p = param.create(args.param or "fourier", size=args.size or p.size)
@@ -80,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed + start,
             amp=args.amp,
             progress=not args.no_progress,
+            preact=preact,
         )
         for i, unit in enumerate(units[chunk]):
             png, js = out / f"{unit.filename()}.png", out / f"{unit.filename()}.json"

@@ -46,6 +46,7 @@ class Model:
         self.module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        _no_inplace(self.module)
 
     @property
     def device(self) -> torch.device:
@@ -109,6 +110,14 @@ class Model:
             tokens = f" ({info.tokens})" if info.tokens else ""
             rows.append(f"{info.name:<{width}}  {info.type:<24} {shape:<16} {info.layout}{tokens}")
         return "\n".join(rows)
+
+
+def _no_inplace(module: nn.Module) -> None:
+    """Turn off in-place activations (``nn.ReLU(inplace=True)``...): they overwrite the output of the layer
+    before them, so a captured pre-activation (``visfeat.preact``) would read the activation instead."""
+    for m in module.modules():
+        if getattr(m, "inplace", None) is True:
+            m.inplace = False
 
 
 def _token_layout(model: Model, mods: dict, name: str, act, layout: str) -> tuple[str, str]:

@@ -17,8 +17,8 @@ class InputSpec:
     fixed_size: bool = False  # True when other sizes fail (e.g. a ViT without pos-embed resizing)
     channels: int = 3  # input channels; grayscale models take the mean of the RGB image
     value_range: tuple[float, float] = (0.0, 1.0)  # [0, 1] is mapped linearly onto this range
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # then (x - mean) / std, per channel
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0,)  # then (x - mean) / std, per channel (one value: every channel)
+    std: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import VisfeatError
 from .color import to_rgb
+from .spatial import check_size
 
 _DEFAULT_SPECTRUM = Path(__file__).with_name("spectrum_default.npy")
 
@@ -82,6 +83,9 @@ class Maco:
     size: int | tuple[int, int] = 224
     spectrum: torch.Tensor | str | Path | None = None  # magnitude [3, H, W//2+1] or a .npy/.pt file; None = shipped
     contrast: float = 1.0  # std of each colour channel before the sigmoid
+
+    def __post_init__(self) -> None:
+        check_size(self.size, "maco")
 
     def magnitude(self, size: tuple[int, int]) -> torch.Tensor:
         spec = self.spectrum

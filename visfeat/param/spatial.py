@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import VisfeatError
 from .color import to_rgb
 
 
@@ -55,6 +56,9 @@ class Pixel:
     sd: float = 0.01  # std of the random init
     decorrelate: bool = True
 
+    def __post_init__(self) -> None:
+        check_size(self.size, "pixel")
+
     def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> PixelImage:
         h, w = _pair(self.size)
         init = torch.randn(batch, 3, h, w, generator=generator) * self.sd
@@ -70,10 +74,23 @@ class Fourier:
     decay: float = 1.0  # spectrum scaling 1/f^decay; 1 matches natural images
     decorrelate: bool = True
 
+    def __post_init__(self) -> None:
+        check_size(self.size, "fourier")
+
     def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> FourierImage:
         h, w = _pair(self.size)
         init = torch.randn(batch, 3, h, w // 2 + 1, 2, generator=generator) * self.sd
         return FourierImage(init.to(device), (h, w), self.decay, self.decorrelate)
+
+
+def check_size(size: int | tuple[int, int], kind: str) -> None:
+    """Refuse an image size that is not positive: 0 would be an empty image, not a default."""
+    try:
+        h, w = _pair(size)
+    except (TypeError, ValueError, IndexError):
+        h = w = 0
+    if h < 1 or w < 1:
+        raise VisfeatError(f"{kind} image size must be a positive number of pixels, e.g. size=128, got {size!r}")
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:

@@ -1,0 +1,31 @@
+"""A small custom model for the gallery tests, loaded as ``gallery_model:tiny_gray`` (``package.module:function``).
+
+One input channel (a grayscale model with default normalization), ReLU layers, and class labels that
+include markup, which every page must show as text."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import visfeat as vf
+
+XSS = "<img src=x onerror=alert(1)>"
+LABELS = (XSS, "stripes", "spots", "edges", 'quote " and & amp', "blobs")
+
+
+def tiny_gray() -> vf.Model:
+    """conv(1->8) "0", ReLU "1", conv(8->12) "2", ReLU "3", conv(12->12) "4", ReLU "5", pool, 6 classes "8"."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(12, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(12, len(LABELS)),
+    )
+    return vf.Model(net, vf.InputSpec(size=(32, 32), channels=1), name="tiny_gray", labels=LABELS)

@@ -1,0 +1,179 @@
+"""``build_gallery``: spec → plan → the jobs the store lacks (local, one process) → site.
+
+A build is a function of (spec, stored results): a rebuild with nothing changed runs no job, and a
+build that was interrupted (Ctrl-C, kill -9) is finished by the next one, which runs only the jobs
+without a ``done.json``. One progress bar covers the whole build.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import VisfeatError
+from .plan import STAGES, Job, Plan, make_plan
+from .spec import GallerySpec, load_spec
+from .store import Store
+
+CACHE = ".visfeat-cache"  # the result store, inside the site folder
+
+
+@dataclass
+class BuildReport:
+    """What a build did: jobs and units run or reused per stage, seconds per stage, the site's index page."""
+
+    index: Path
+    plan: Plan
+    ran: dict[str, int] = field(default_factory=dict)
+    reused: dict[str, int] = field(default_factory=dict)
+    units_rendered: int = 0
+    units_reused: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    files_written: int = 0
+
+
+def load_gallery_model(spec: GallerySpec, device: str | None = None):
+    """The spec's model on ``device`` (default: CUDA when available)."""
+    from ..models import load_model
+
+    kwargs = {}
+    if spec.weights:
+        kwargs["weights"] = spec.weights
+    if not spec.pretrained:
+        kwargs["pretrained"] = False
+    model = load_model(spec.model, **kwargs)
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _cost(plan: Plan, job: Job) -> float:
+    """Relative cost of a job, for the progress bar (render: unit-steps; others: rough constants)."""
+    if job.stage == "render":
+        r = plan.section(job.section).settings
+        return len(job.slugs) * r.steps * r.views * (1 + r.diverse + r.negative) / 64
+    if job.stage == "examples":
+        return plan.spec.n_images / 16
+    if job.stage == "sae":
+        return job.extra["train"]["images"] / 8 if job.extra["train"] else 4
+    if job.stage == "circuits":
+        return plan.spec.render.steps * 12 / 64
+    return 4.0
+
+
+def build_gallery(
+    spec: str | Path | GallerySpec,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    model=None,
+) -> BuildReport:
+    """Build the site for ``spec`` into ``out``; only the jobs whose results are not stored run."""
+    from ..data import image_dataset
+    from ..images import check_writable
+    from .jobs import Context, run_job
+    from .pages import write_site
+
+    spec = spec if isinstance(spec, GallerySpec) else load_spec(spec)
+    out = Path(out)
+    check_writable(out)
+    model = model or load_gallery_model(spec, device)
+    plan = make_plan(spec, model)  # every spec error is raised here, before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(out / CACHE)
+    store.sweep()
+    size = model.spec.size[0] if model.spec.size else 224
+    dataset = image_dataset(spec.images, size=size, n=spec.n_images)
+    ctx = Context(plan, model, store, dataset)
+    report = BuildReport(out / "index.html", plan)
+    todo = [j for j in plan.jobs if not store.done(j.stage, j.key)]
+    for stage in STAGES:
+        jobs = plan.by_stage(stage)
+        report.reused[stage] = sum(1 for j in jobs if j not in todo)
+    report.units_reused = sum(j.size for j in plan.by_stage("render") if j not in todo)
+    bar = _bar(sum(_cost(plan, j) for j in todo), progress)
+    try:
+        for stage in STAGES:
+            start = time.perf_counter()
+            for job in (j for j in todo if j.stage == stage):
+                if bar is not None:
+                    bar.set_description(f"{stage} {job.section}".strip())
+                run_job(ctx, job)
+                report.ran[stage] = report.ran.get(stage, 0) + 1
+                if stage == "render":
+                    report.units_rendered += job.size
+                if bar is not None:
+                    bar.update(_cost(plan, job))
+            report.seconds[stage] = time.perf_counter() - start
+        start = time.perf_counter()
+        if bar is not None:
+            bar.set_description("writing pages")
+        written = write_site(ctx, out)
+        report.seconds["writing"] = time.perf_counter() - start
+        report.files_written = written["written"]
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
+
+
+def _bar(total: float, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=round(total, 1), unit="work", bar_format="{desc:<28} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
+    )
+
+
+def estimate(plan: Plan, model, calibrate_steps: int = 3) -> dict[str, float]:
+    """Seconds per stage, from a short calibration on this machine: a few render steps of one batch per
+    section, one batch through the model for the examples pass; SAE training and weights from rough
+    per-job constants measured on a 2-core CPU."""
+    from ..render import default_param, render
+    from ..units import parse_unit
+
+    seconds = {s: 0.0 for s in STAGES}
+    per_step: dict[str, float] = {}
+    for sec in plan.sections:
+        r = sec.settings
+        n = min(r.batch_size, len(sec.units))
+        # latents: a channel of their layer stands in (the cost of a step does not depend on the unit)
+        objs = [f"{sec.layer}:0"] * n if sec.kind == "latent" else [str(parse_unit(u.unit)) for u in sec.units[:n]]
+        t = time.perf_counter()
+        render(model, objs, param=default_param(model), steps=calibrate_steps, progress=False, preact=False)
+        per_step[sec.name] = (time.perf_counter() - t) / calibrate_steps / n
+    for job in plan.by_stage("render"):
+        r = plan.section(job.section).settings
+        seconds["render"] += per_step[job.section] * len(job.slugs) * r.steps * r.views * (1 + r.diverse + r.negative)
+    from ..data import default_images
+
+    size = model.spec.size[0] if model.spec.size else 224
+    batch = torch.stack([default_images(n=8, size=size)[i] for i in range(8)]).to(model.device)
+    t = time.perf_counter()
+    with torch.no_grad():
+        model(batch)
+    forward = (time.perf_counter() - t) / 8
+    if plan.by_stage("examples"):
+        seconds["examples"] = forward * plan.spec.n_images * 1.3
+    for job in plan.by_stage("sae"):
+        train = job.extra["train"]
+        seconds["sae"] += forward * ((train or {}).get("images", 0) + 200) + (train or {}).get("epochs", 0) * 4
+    seconds["weights"] = 4.0 * len(plan.by_stage("weights"))
+    for job in plan.by_stage("circuits"):
+        c = job.extra["circuit"]
+        nodes = 1 + sum(min(c.width or 2 * c.k, 2 * c.k * (c.width or 2 * c.k)) for _ in c.sources)
+        seconds["circuits"] += 10 + nodes * plan.spec.render.steps * max(per_step.values(), default=0.05)
+    return seconds
+
+
+def check_spec(spec: str | Path, device: str | None = None) -> Plan:
+    """Validate a spec against its model without building (what ``--dry-run`` starts from)."""
+    s = load_spec(spec)
+    return make_plan(s, load_gallery_model(s, device))
+
+
+__all__ = ["BuildReport", "VisfeatError", "build_gallery", "check_spec", "estimate"]

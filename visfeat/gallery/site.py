@@ -1,0 +1,162 @@
+"""The site: static pages from the stored results, through Jinja2 templates with autoescaping (package data).
+
+``write_site`` turns a finished plan into ``SITE/index.html`` → ``MODEL/index.html`` → ``MODEL/LAYER/index.html``
+→ ``MODEL/LAYER/UNIT.html``, the circuit and SAE pages, ``manifest.json`` and per-layer ``units.js`` files
+(a browser refuses ``fetch()`` on ``file://``, so page data travels as scripts). Relative links only, no
+network: it opens from disk. A file is rewritten only when its bytes change, so a rebuild is cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shlex
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from ..images import atomic_write, to_uint8
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+THUMB = 128  # grid and link thumbnails (px)
+EXAMPLE = 112  # dataset example tiles (px)
+
+
+@cache
+def environment():
+    """The Jinja2 environment: templates from the package, autoescape on for HTML and SVG."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=jinja2.select_autoescape(["html", "svg"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = lambda v, digits=3: "–" if v is None else f"{v:.{digits}g}"
+    return env
+
+
+def render_page(template: str, **context) -> str:
+    """One page from a template (the only place visfeat writes HTML)."""
+    return environment().get_template(template).render(**context)
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write atomically unless the file already holds these bytes; True when written."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
+    return True
+
+
+def image_bytes(
+    image: torch.Tensor | object, size: int | None = None, fmt: str = "PNG", nearest: bool = False
+) -> bytes:
+    """Encode a [3, H, W] tensor in [0, 1] (or a PIL image) as PNG or WebP, optionally resized to ``size`` wide."""
+    from PIL import Image
+
+    im = Image.fromarray(to_uint8(image)) if torch.is_tensor(image) else image
+    if size and im.width != size:
+        im = im.resize((size, max(1, round(im.height * size / im.width))), Image.NEAREST if nearest else Image.LANCZOS)
+    buf = io.BytesIO()
+    if fmt == "WEBP":
+        im.save(buf, format="WEBP", quality=85, method=4)
+    else:
+        im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def kernel_image(kernel: torch.Tensor, scale: float, width: int = 48) -> str:
+    """A weight kernel as a small PNG data URI: red excites, blue inhibits, white is zero."""
+    from PIL import Image
+
+    t = (kernel.float() / scale).clamp(-1, 1) if scale > 0 else torch.zeros_like(kernel.float())
+    pos, neg = t.clamp_min(0), (-t).clamp_min(0)
+    rgb = torch.stack([1 - neg, 1 - pos - neg, 1 - pos]).clamp(0, 1)
+    im = Image.fromarray(to_uint8(rgb))
+    kh, kw = kernel.shape
+    cell = max(1, width // kw)
+    return data_uri(image_bytes(im.resize((kw * cell, kh * cell), Image.NEAREST)))
+
+
+def heat_image(heat: torch.Tensor, vmax: float) -> str:
+    """An activation map as a translucent PNG data URI laid over its image: dark where the unit is silent, clear
+    where it fires most (the image shows through where the unit looks)."""
+    from PIL import Image
+
+    t = (heat.float() / vmax).clamp(0, 1) if vmax > 0 else torch.zeros_like(heat.float())
+    z = torch.zeros_like(t)
+    rgba = torch.stack([z, z, z + 0.05, 0.72 * (1 - t)])
+    arr = (rgba.permute(1, 2, 0) * 255).round().byte().numpy()
+    return data_uri(image_bytes(Image.fromarray(arr, "RGBA")))
+
+
+def histogram_svg_data(counts: list[int], edges: list[float], marks: list[float], width=320, height=90) -> dict:
+    """Bars and markers of a histogram in SVG coordinates (drawn by the unit template)."""
+    top = max(counts) or 1
+    lo, hi = edges[0], edges[-1]
+    span = (hi - lo) or 1.0
+    bw = width / max(1, len(counts))
+    bars = [
+        {
+            "x": round(i * bw, 2),
+            "w": round(bw - 1, 2),
+            "h": round(height * c / top, 2),
+            "y": round(height - height * c / top, 2),
+            "c": c,
+            "lo": edges[i],
+            "hi": edges[i + 1],
+        }
+        for i, c in enumerate(counts)
+    ]
+    ticks = [
+        {"x": round(width * min(1.0, max(0.0, (m - lo) / span)), 2), "v": m, "out": not lo <= m <= hi} for m in marks
+    ]
+    return {"bars": bars, "marks": ticks, "width": width, "height": height, "lo": lo, "hi": hi}
+
+
+def command(plan, section, job, unit_text: str) -> str:
+    """The ``visfeat render`` command that re-renders this unit's batch with its seed and settings."""
+    r = section.settings
+    first, last = section.units.index(next(u for u in section.units if u.slug == job.slugs[0])), None
+    last = first + len(job.slugs) - 1
+    spec = plan.spec
+    parts = ["visfeat", "render", spec.model]
+    if spec.weights:
+        parts += ["--weights", spec.weights]
+    if section.kind == "class":
+        parts += [u.unit for u in section.units[first : last + 1]]
+    else:
+        idx = [u.index for u in section.units[first : last + 1]]
+        contiguous = idx == list(range(idx[0], idx[-1] + 1))
+        at = section.units[first].unit.partition("@")[2]
+        ids = f"{idx[0]}-{idx[-1]}" if contiguous and len(idx) > 1 else ",".join(map(str, idx))
+        parts.append(f"{section.layer}:{ids}" + (f"@{at}" if at else ""))
+    parts += ["--steps", str(r.steps), "--lr", f"{r.lr:g}", "--views", str(r.views), "--lr-schedule", r.lr_schedule]
+    parts += ["--seed", str(job.seed), "--batch-size", str(len(job.slugs))]
+    if not r.preact:
+        parts.append("--no-preact")
+    if r.amp:
+        parts += ["--amp", r.amp]
+    parts += ["-o", "out/rerender"]
+    return " ".join(shlex.quote(p) for p in parts) + f"   # {unit_text} is one of this batch"
+
+
+def manifest_json(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode()
+
+
+def units_js(section_name: str, units: list[dict]) -> bytes:
+    """The per-layer data script: ``VF_UNITS`` for the grid (filter, sort); ``<`` escaped for safety."""
+    blob = json.dumps({"section": section_name, "units": units}, separators=(",", ":")).replace("<", "\\u003c")
+    return f"window.VF_UNITS = {blob};\n".encode()
