@@ -119,7 +119,7 @@ def render(
     batch: int | None = None,
     device: str | torch.device | None = None,
     amp: str | None = None,
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
     snapshots: Sequence[int] = (),
     views: int = 1,
     lr_schedule: str = "constant",
@@ -134,7 +134,8 @@ def render(
     kept in ``RenderResult.snapshots`` (one run shows quality against steps; the copies are not timed).
     ``views``: random transforms of every image per step, their scores averaged (a lower-variance
     gradient of the expectation over transforms, at ``views`` times the cost of a step).
-    ``lr_schedule``: "constant", or "cosine" (decays ``lr`` to 0 over the steps).
+    ``lr_schedule``: "constant", or "cosine" (decays ``lr`` to 0 over the steps). ``progress``: a bar,
+    or a function called with 1 after every step (a caller's own progress, e.g. a whole gallery build).
     ``preact``: a unit string whose layer ends in a ReLU-like op (ReLU, ReLU6, GELU, a fused BatchNorm+act)
     is optimized on that op's input (:mod:`visfeat.preact`), so a unit that is dead for the initial image
     still moves; the history then holds pre-activation values. Objective instances are never changed.
@@ -266,7 +267,25 @@ def _describe(param: params.Param) -> dict:
     return d
 
 
-def _progress(steps: int, enabled: bool, names: list[str]):
+class _Callback:
+    """Progress reported to a caller's function (one call per step), e.g. a build-wide progress bar."""
+
+    def __init__(self, fn: Callable[[int], None]):
+        self.fn = fn
+
+    def update(self, n: int) -> None:
+        self.fn(n)
+
+    def set_postfix(self, **_) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(steps: int, enabled: bool | Callable[[int], None], names: list[str]):
+    if callable(enabled):
+        return _Callback(enabled)
     if not enabled:
         return None
     from tqdm.auto import tqdm

@@ -134,7 +134,7 @@ def circuit_context(data: dict, images: dict[str, str], links: dict[str, str], m
         "model": model_name,
         "warnings": data["warnings"],
         "width": cols * gap_x + 40,
-        "height": levels * gap_y + 20,
+        "height": (levels - 1) * gap_y + _IMG + 40,
         "img": _IMG,
         "lines": lines,
         "nodes": boxes,

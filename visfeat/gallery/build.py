@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VisfeatError
+from .jobs import WORK, render_work
 from .plan import STAGES, Job, Plan, make_plan
 from .spec import GallerySpec, load_spec
 from .store import Store
@@ -51,8 +52,7 @@ def load_gallery_model(spec: GallerySpec, device: str | None = None):
 def _cost(plan: Plan, job: Job) -> float:
     """Relative cost of a job, for the progress bar (render: unit-steps; others: rough constants)."""
     if job.stage == "render":
-        r = plan.section(job.section).settings
-        return len(job.slugs) * r.steps * r.views * (1 + r.diverse + r.negative) / 64
+        return render_work(plan.section(job.section).settings, len(job.slugs))
     if job.stage == "examples":
         return plan.spec.n_images / 16
     if job.stage == "sae":
@@ -81,11 +81,11 @@ def build_gallery(
     check_writable(out)
     model = model or load_gallery_model(spec, device)
     plan = make_plan(spec, model)  # every spec error is raised here, before anything is written
+    size = model.spec.size[0] if model.spec.size else 224
+    dataset = image_dataset(spec.images, size=size, n=spec.n_images)  # no photos or images: an error, too
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / CACHE)
     store.sweep()
-    size = model.spec.size[0] if model.spec.size else 224
-    dataset = image_dataset(spec.images, size=size, n=spec.n_images)
     ctx = Context(plan, model, store, dataset)
     report = BuildReport(out / "index.html", plan)
     todo = [j for j in plan.jobs if not store.done(j.stage, j.key)]
@@ -94,6 +94,13 @@ def build_gallery(
         report.reused[stage] = sum(1 for j in jobs if j not in todo)
     report.units_reused = sum(j.size for j in plan.by_stage("render") if j not in todo)
     bar = _bar(sum(_cost(plan, j) for j in todo), progress)
+    ticked = [0.0]
+
+    def tick(work: float) -> None:
+        ticked[0] += work
+        bar.update(work)
+
+    ctx.tick = tick if bar is not None else None
     try:
         for stage in STAGES:
             start = time.perf_counter()
@@ -105,7 +112,8 @@ def build_gallery(
                 if stage == "render":
                     report.units_rendered += job.size
                 if bar is not None:
-                    bar.update(_cost(plan, job))
+                    bar.update(_cost(plan, job) - ticked[0])  # what the job did not report as it ran
+                ticked[0] = 0.0
             report.seconds[stage] = time.perf_counter() - start
         start = time.perf_counter()
         if bar is not None:
@@ -143,12 +151,15 @@ def estimate(plan: Plan, model, calibrate_steps: int = 3) -> dict[str, float]:
         n = min(r.batch_size, len(sec.units))
         # latents: a channel of their layer stands in (the cost of a step does not depend on the unit)
         objs = [f"{sec.layer}:0"] * n if sec.kind == "latent" else [str(parse_unit(u.unit)) for u in sec.units[:n]]
-        t = time.perf_counter()
-        render(model, objs, param=default_param(model), steps=calibrate_steps, progress=False, preact=False)
-        per_step[sec.name] = (time.perf_counter() - t) / calibrate_steps / n
+        runs = []
+        for steps in (1, 1 + calibrate_steps):  # the difference leaves out the fixed cost of a call
+            t = time.perf_counter()
+            render(model, objs, param=default_param(model), steps=steps, progress=False, preact=False)
+            runs.append(time.perf_counter() - t)
+        per_step[sec.name] = max(runs[1] - runs[0], 1e-4) / calibrate_steps / n
     for job in plan.by_stage("render"):
         r = plan.section(job.section).settings
-        seconds["render"] += per_step[job.section] * len(job.slugs) * r.steps * r.views * (1 + r.diverse + r.negative)
+        seconds["render"] += per_step[job.section] * render_work(r, len(job.slugs)) * WORK
     from ..data import default_images
 
     size = model.spec.size[0] if model.spec.size else 224
@@ -162,11 +173,11 @@ def estimate(plan: Plan, model, calibrate_steps: int = 3) -> dict[str, float]:
     for job in plan.by_stage("sae"):
         train = job.extra["train"]
         seconds["sae"] += forward * ((train or {}).get("images", 0) + 200) + (train or {}).get("epochs", 0) * 4
-    seconds["weights"] = 4.0 * len(plan.by_stage("weights"))
+    seconds["weights"] = 2.0 * len(plan.by_stage("weights"))
     for job in plan.by_stage("circuits"):
         c = job.extra["circuit"]
         nodes = 1 + sum(min(c.width or 2 * c.k, 2 * c.k * (c.width or 2 * c.k)) for _ in c.sources)
-        seconds["circuits"] += 10 + nodes * plan.spec.render.steps * max(per_step.values(), default=0.05)
+        seconds["circuits"] += 2 + nodes * plan.spec.render.steps * max(per_step.values(), default=0.05)
     return seconds
 
 

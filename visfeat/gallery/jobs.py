@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,7 @@ class Context:
     store: Store
     dataset: object
     saes: dict = field(default_factory=dict)
+    tick: Callable[[float], None] | None = None  # progress: called with units of work as render steps finish
 
     def sae(self, name: str):
         """The SAE ``name`` from its finished job (loaded once)."""
@@ -143,6 +145,19 @@ def diversity_layer(ctx: Context, section: Section) -> str:
     return layers[-1]
 
 
+WORK = 64  # image-steps per unit of work on the build's progress bar
+
+
+def diverse_images(r) -> int:
+    """Images per unit in the diverse render: the diversity term needs two, so one extra picture renders two."""
+    return max(2, r.diverse) if r.diverse else 0
+
+
+def render_work(r, units: int) -> float:
+    """A render job's work on the progress bar: image-steps of its main, diverse and negative renders / WORK."""
+    return units * r.steps * r.views * (1 + diverse_images(r) + r.negative) / WORK
+
+
 def _render(ctx: Context, job: Job) -> dict:
     from ..render import default_param, evaluate, render
 
@@ -150,24 +165,32 @@ def _render(ctx: Context, job: Job) -> dict:
     r = sec.settings
     units = [u for u in sec.units if u.slug in set(job.slugs)]
     opt, plain = objectives_for(ctx, sec, units)
-    common = dict(steps=r.steps, lr=r.lr, lr_schedule=r.lr_schedule, views=r.views, amp=r.amp, progress=False)
+    common = dict(steps=r.steps, lr=r.lr, lr_schedule=r.lr_schedule, views=r.views, amp=r.amp)
+
+    def progress(images: int):  # one render step of ``images`` images, in the build bar's units of work
+        return False if ctx.tick is None else (lambda n: ctx.tick(n * images * r.views / WORK))
+
     param = default_param(ctx.model)
     folder = ctx.store.folder("render", job.key)
-    main = render(ctx.model, opt, param=param, seed=job.seed, **common)
+    main = render(ctx.model, opt, param=param, seed=job.seed, progress=progress(len(opt)), **common)
     held = evaluate(ctx.model, plain, main.images)
     rec = {u.slug: {"final": float(main.final[i]), "held_out": float(held[i])} for i, u in enumerate(units)}
     for i, u in enumerate(units):
         save_image(main.images[i], folder / f"{u.slug}.png")
     if r.diverse:
-        d = max(2, r.diverse)  # the diversity term needs two images of a unit; one extra picture keeps one
+        d = diverse_images(r)
         reps = [o for o in opt for _ in range(d)]
         obj = O.per_image(reps) + r.diversity_weight * O.diversity(diversity_layer(ctx, sec), group=d)
-        div = render(ctx.model, obj, batch=len(reps), param=param, seed=job.seed + 7_919, **common)
+        div = render(
+            ctx.model, obj, batch=len(reps), param=param, seed=job.seed + 7_919, progress=progress(len(reps)), **common
+        )
         for i, u in enumerate(units):
             for j in range(r.diverse):
                 save_image(div.images[i * d + j], folder / f"{u.slug}_d{j}.png")
     if r.negative:
-        neg = render(ctx.model, [-o for o in opt], param=param, seed=job.seed + 104_729, **common)
+        neg = render(
+            ctx.model, [-o for o in opt], param=param, seed=job.seed + 104_729, progress=progress(len(opt)), **common
+        )
         held_neg = evaluate(ctx.model, plain, neg.images)
         for i, u in enumerate(units):
             save_image(neg.images[i], folder / f"{u.slug}_neg.png")

@@ -5,6 +5,7 @@ the classes), then every page written through :mod:`visfeat.gallery.site`'s temp
 from __future__ import annotations
 
 import json
+import posixpath
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -49,9 +50,10 @@ class _Writer:
 
 
 def _rel(from_page: str, to: str) -> str:
-    """Relative link from the page ``from_page`` (site-relative path) to ``to``."""
-    depth = from_page.count("/")
-    return "../" * depth + to
+    """Relative link from the page ``from_page`` to ``to`` (both site-relative); ``""`` is the site root."""
+    if not to:
+        return "../" * from_page.count("/")
+    return posixpath.relpath(to, posixpath.dirname(from_page) or ".")
 
 
 def _records(ctx: Context, sec: Section) -> dict[str, tuple]:
@@ -122,125 +124,130 @@ def _classes(w: torch.Tensor, labels, n: int = 5) -> dict:
     }
 
 
+TOKEN_WEIGHTS = (
+    "not computed for token layers: expanded weights need a path of linear ops, and attention's softmax mixes "
+    "tokens nonlinearly"
+)
+
+
+def _wants(ctx: Context, w: _Writer, job, u, page: str, base: str, settings) -> dict:
+    """The unit's pictures (copied from the store) and a thumbnail: full size, diverse, negative."""
+    from PIL import Image
+
+    def copy(name: str) -> str:
+        return _rel(
+            page, w.bytes(f"{base}{name}.png", ctx.store.file("render", job.key, f"{u.slug}{name}.png").read_bytes())
+        )
+
+    fv = copy("")
+    with Image.open(ctx.store.file("render", job.key, f"{u.slug}.png")) as im:
+        w.bytes(f"{base}_t.webp", image_bytes(im, THUMB, "WEBP"))
+    return {
+        "fv": fv,
+        "thumb": _rel(page, f"{base}_t.webp"),
+        "diverse": [copy(f"_d{j}") for j in range(settings.diverse)],
+        "neg": copy("_neg") if settings.negative else None,
+    }
+
+
+def _sees(ctx: Context, w: _Writer, ex, u, page: str, held: float) -> dict:
+    """Top images with heatmaps and predicted classes, top patches, lower quantiles, the histogram, the ratio."""
+    mdir, labels = ctx.plan.slug, ctx.model.labels
+    tops, patches = ex.top_images(u.index), ex.top_patches(u.index)
+    best = tops[0]["value"] if tops else None
+    vmax = max((p["value"] for p in patches), default=0.0)
+    examples = []
+    for j, t in enumerate(tops):
+        heat = ex.heatmap(u.index, j, "img")
+        examples.append(
+            {
+                "src": _rel(page, _dataset_image(w, ctx, mdir, t["id"])),
+                "value": t["value"],
+                "heat": heat_image(heat, vmax) if heat.dim() == 2 else None,
+                "pred": _pred(ex, t["id"], labels),
+            }
+        )
+    counts, edges = ex.histogram(u.index)
+    ratio = held / best if best and best > 0 else None
+    return {
+        "examples": examples,
+        "patches": [
+            {"src": _rel(page, _dataset_image(w, ctx, mdir, p["id"], p["box"])), "value": p["value"]} for p in patches
+        ],
+        "quantiles": [
+            {"src": _rel(page, _dataset_image(w, ctx, mdir, q["id"])), "value": q["value"], "q": q["quantile"]}
+            for q in ex.quantile_images(u.index)
+        ],
+        "hist": histogram_svg_data(counts, edges, [m for m in (best, held) if m is not None]),
+        "best": best,
+        "ratio": ratio,
+        "flag": ratio is not None and ratio < 1,
+        "images_seen": ex.topk.images_seen,
+        "preds": Counter(e["pred"].rsplit(" ", 1)[0] for e in examples if e["pred"]).most_common(3),
+    }
+
+
+def _built(ctx: Context, sec: Section, weights: dict, pos: int, u, page: str) -> dict:
+    """Links to the strongest units of the previous and next built layers, and the classes (the last layer)."""
+    plan, model = ctx.plan, ctx.model
+    prev, nxt, _ = neighbours(plan, model, sec) if sec.kind != "class" else (None, None, False)
+    mine, meta = weights.get(sec.name, ({}, {}))
+    out = {
+        "from": None,
+        "feeds": None,
+        "classes": None,
+        "from_layer": prev.name if prev else None,
+        "feeds_layer": nxt.name if nxt else None,
+        "circuits": [],
+        "from_error": TOKEN_WEIGHTS if sec.kind == "token" else meta.get("prev_error") or meta.get("next_error"),
+    }
+    if "from" in mine and prev is not None:
+        out["from"] = _neighbour_links(
+            mine["from"][pos][[x.index for x in prev.units]], prev.units, prev, page, plan.slug
+        )
+    if nxt is not None:  # a channel's feeds are the next section's weights from this layer; latents store their own
+        feeds = weights.get(nxt.name, ({}, {}))[0].get("from") if sec.kind == "channel" else mine.get("feeds")
+        if feeds is not None:
+            column = feeds[:, pos if sec.kind == "latent" else u.index]  # [next units, kh, kw]
+            out["feeds"] = _neighbour_links(column, nxt.units, nxt, page, plan.slug)
+    if "classes" in mine and model.labels is not None:
+        out["classes"] = _classes(mine["classes"][:, pos], model.labels)
+    return out
+
+
 def unit_views(ctx: Context, w: _Writer) -> dict[str, list[dict]]:
     """Every unit's page context, by section (images written as a side effect)."""
-    plan, model = ctx.plan, ctx.model
-    labels = model.labels
-    mdir = plan.slug
+    plan = ctx.plan
     weights = {j.section: load_weights(ctx.store, j) for j in plan.by_stage("weights")}
     views: dict[str, list[dict]] = {}
     for sec in plan.sections:
         ex = examples_of(ctx, sec)
         records = _records(ctx, sec)
-        prev, nxt, last = neighbours(plan, model, sec) if sec.kind != "class" else (None, None, False)
-        mine = weights.get(sec.name, ({}, {}))
-        feeds = None
-        if nxt is not None and sec.kind == "channel":
-            t = weights.get(nxt.name, ({}, {}))[0].get("from")
-            if t is not None:  # [next units, C of this layer, kh, kw]
-                feeds = t
-        elif sec.kind == "latent":
-            feeds = mine[0].get("feeds")
         out = []
         for pos, u in enumerate(sec.units):
-            page = f"{mdir}/{sec.name}/{u.slug}.html"
+            page = f"{plan.slug}/{sec.name}/{u.slug}.html"
             job, rec, settings = records[u.slug]
-            base = f"{mdir}/{sec.name}/img/{u.slug}"
-            from PIL import Image
-
-            fv = Image.open(ctx.store.file("render", job.key, f"{u.slug}.png"))
-            w.bytes(f"{base}.png", ctx.store.file("render", job.key, f"{u.slug}.png").read_bytes())
-            w.bytes(f"{base}_t.webp", image_bytes(fv, THUMB, "WEBP"))
-            diverse = []
-            for j in range(sec.settings.diverse):
-                src = ctx.store.file("render", job.key, f"{u.slug}_d{j}.png")
-                diverse.append(_rel(page, w.bytes(f"{base}_d{j}.png", src.read_bytes())))
-            neg = None
-            if sec.settings.negative:
-                neg = _rel(
-                    page,
-                    w.bytes(f"{base}_neg.png", ctx.store.file("render", job.key, f"{u.slug}_neg.png").read_bytes()),
-                )
-            tops = ex.top_images(u.index)
-            best = tops[0]["value"] if tops else None
-            vmax = max((p["value"] for p in ex.top_patches(u.index)), default=0.0)
-            examples = []
-            for j, t in enumerate(tops):
-                heat = ex.heatmap(u.index, j, "img")
-                examples.append(
-                    {
-                        "src": _rel(page, _dataset_image(w, ctx, mdir, t["id"])),
-                        "value": t["value"],
-                        "heat": heat_image(heat, vmax) if heat.dim() == 2 else None,
-                        "pred": _pred(ex, t["id"], labels),
-                    }
-                )
-            patches = [
-                {
-                    "src": _rel(page, _dataset_image(w, ctx, mdir, p["id"], p["box"])),
-                    "value": p["value"],
-                    "pred": _pred(ex, p["id"], labels),
-                }
-                for p in ex.top_patches(u.index)
-            ]
-            quantiles = [
-                {"src": _rel(page, _dataset_image(w, ctx, mdir, q["id"])), "value": q["value"], "q": q["quantile"]}
-                for q in ex.quantile_images(u.index)
-            ]
-            counts, edges = ex.histogram(u.index)
-            hist = histogram_svg_data(counts, edges, [m for m in (best, rec["held_out"]) if m is not None])
-            held = rec["held_out"]
-            ratio = held / best if best and best > 0 else None
             view = {
                 "slug": u.slug,
                 "unit": u.unit,
                 "name": u.name,
                 "index": u.index,
                 "page": page,
-                "fv": _rel(page, f"{base}.png"),
-                "thumb": _rel(page, f"{base}_t.webp"),
-                "diverse": diverse,
-                "neg": neg,
                 "final": rec["final"],
-                "held_out": held,
-                "best": best,
-                "ratio": ratio,
-                "flag": ratio is not None and ratio < 1,
+                "held_out": rec["held_out"],
                 "negative": rec.get("negative"),
-                "examples": examples,
-                "patches": patches,
-                "quantiles": quantiles,
-                "hist": hist,
-                "images_seen": ex.topk.images_seen,
-                "sample": len(ex.quantile_images(u.index, (0.5,))) and ex.meta.get("sample_size"),
-                "preds": Counter(e["pred"].rsplit(" ", 1)[0] for e in examples if e["pred"]).most_common(3),
                 "command": command(plan, sec, job, u.unit),
                 "settings": settings,
                 "seed": job.seed,
-                "from": None,
-                "feeds": None,
-                "classes": None,
-                "from_layer": prev.name if prev else None,
-                "feeds_layer": nxt.name if nxt else None,
-                "circuits": [],
                 "prev_unit": sec.units[pos - 1].slug if pos > 0 else None,
                 "next_unit": sec.units[pos + 1].slug if pos + 1 < len(sec.units) else None,
+                **_wants(ctx, w, job, u, page, f"{plan.slug}/{sec.name}/img/{u.slug}", sec.settings),
+                **_sees(ctx, w, ex, u, page, rec["held_out"]),
+                **_built(ctx, sec, weights, pos, u, page),
             }
-            view["from_error"] = mine[1].get("prev_error") or mine[1].get("next_error")
-            t = mine[0].get("from")
-            if t is not None and prev is not None:
-                view["from"] = _neighbour_links(t[pos][[x.index for x in prev.units]], prev.units, prev, page, mdir)
-                view["from_mode"] = mine[1].get("from_mode")
-            if feeds is not None and nxt is not None:
-                view["feeds"] = _neighbour_links(
-                    feeds[:, pos if sec.kind == "latent" else u.index], nxt.units, nxt, page, mdir
-                )
-            c = mine[0].get("classes")
-            if c is not None and labels is not None:
-                view["classes"] = _classes(c[:, pos], labels)
             out.append(view)
         views[sec.name] = out
-    _class_sources(plan, model, weights, views)
+    _class_sources(plan, ctx.model, weights, views)
     for sec in plan.sections:
         for v in views[sec.name]:
             v["label"] = _auto_label(v, sec)
@@ -262,10 +269,10 @@ def _class_sources(plan: Plan, model, weights: dict, views: dict) -> None:
 
 
 def _auto_label(view: dict, sec: Section) -> str:
-    """A short automatic label: the class itself, the class a unit promotes most (units near the output),
-    else the class its top dataset examples are most often predicted as."""
+    """A short automatic label: the class a unit promotes most (units near the output), else the class its top
+    dataset examples are most often predicted as (class units need none: their name is the class)."""
     if sec.kind == "class":
-        return view["name"]
+        return ""  # its name is the class
     if view["classes"] and view["classes"]["promote"]:
         return "→ " + view["classes"]["promote"][0]["name"]
     if view["preds"]:
@@ -420,6 +427,9 @@ def write_site(ctx: Context, out: Path) -> dict:
             plan=plan,
             totals=totals,
             spec_text=spec.text,
+            cover=[f"{mdir}/{s.name}/img/{views[s.name][0]['slug']}_t.webp" for s in plan.sections if views[s.name]][
+                :6
+            ],
             crumbs=_crumbs("index.html", crumbs_model[:1]),
             **common,
         ),

@@ -45,6 +45,12 @@ class RenderSettings:
     preact: bool = True  # units ending in a flattening nonlinearity are optimized before it
     amp: str | None = None  # bf16 | fp16 on CUDA
 
+    @property
+    def label(self) -> str:
+        """The preset's name, or ``custom`` when its steps, views or schedule were overridden."""
+        same = all(getattr(self, k) == v for k, v in PRESETS.get(self.preset, {}).items())
+        return self.preset if same else "custom"
+
     def recipe(self) -> dict:
         """What changes the images (the key of a render result): everything but the preset's name."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}

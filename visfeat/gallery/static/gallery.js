@@ -41,7 +41,7 @@
       var shown = cells.filter(function (c) { return !q || c.text.indexOf(q) >= 0; });
       shown.sort(function (a, b) {
         if (by === "index") return a.unit.index - b.unit.index;
-        if (by === "label") return String(a.unit.label).localeCompare(String(b.unit.label));
+        if (by === "label") return String(a.unit.label || a.unit.name).localeCompare(String(b.unit.label || b.unit.name));
         return key(b, by) - key(a, by);
       });
       grid.replaceChildren.apply(grid, shown.map(function (c) { return c.el; }));

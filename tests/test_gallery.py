@@ -1,0 +1,289 @@
+"""visfeat.gallery: specs are validated whole before any work, builds are keyed by recipe (incremental), a
+killed build resumes with only the missing units, and a custom model builds through ``package.module:function``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from visfeat.cli import main
+from visfeat.gallery import SpecError, build_gallery, parse_spec
+from visfeat.gallery.build import CACHE
+
+TESTS = Path(__file__).parent
+
+SPEC = """title = "custom <b>model</b>"
+model = "gallery_model:tiny_gray"
+[images]
+n = 40
+k = 4
+[render]
+steps = {steps}
+batch_size = 2
+diverse = 2
+negative = true
+[[layers]]
+name = "1"
+units = "all"
+[[layers]]
+name = "3"
+units = "0-5"
+{layer3_render}
+[[layers]]
+name = "5"
+units = [0, 3, 7]
+[[layers]]
+name = "logits"
+units = "all"
+[[saes]]
+layer = "4"
+name = "s4"
+latents = "0-5"
+expansion = 2
+k = 4
+epochs = 1
+images = 40
+[[circuits]]
+unit = "5:3"
+from = ["3"]
+k = 2
+"""
+
+
+def spec_text(steps: int = 6, layer3_render: str = "") -> str:
+    return SPEC.format(steps=steps, layer3_render=layer3_render)
+
+
+@pytest.fixture(autouse=True)
+def _importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))  # gallery_model:tiny_gray
+    monkeypatch.chdir(TESTS)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def _site_files(site: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(site).as_posix(): p.read_bytes()
+        for p in sorted(site.rglob("*"))
+        if p.is_file() and not p.relative_to(site).as_posix().startswith(CACHE)
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One small site, built once for the read-only checks."""
+    sys.path.insert(0, str(TESTS))
+    try:
+        tmp = tmp_path_factory.mktemp("gallery")
+        spec = tmp / "spec.toml"
+        spec.write_text(spec_text())
+        report = build_gallery(spec, tmp / "site", progress=False)
+    finally:
+        sys.path.remove(str(TESTS))
+    return report
+
+
+# --- spec errors: named key, line and fix; nothing written -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (("units = \"0-5\"", "unitz = \"0-5\""), ["spec.toml:16", "layers[1].unitz", "did you mean 'units'"]),
+        (("[render]", "[render]\nstepz = 3"), ["spec.toml:7", "render.stepz", "did you mean 'steps'"]),
+        (('name = "3"', 'name = "33"'), ["spec.toml:15", "layers[1].name", "unknown layer '33'", "closest: 3"]),
+        (('units = "0-5"', 'units = "0-40"'), ["spec.toml:16", "layers[1].units", "valid units: 0-11"]),
+        (("[images]", '[images]\nfolder = "no/such/folder"'), ["spec.toml:4", "images.folder", "does not exist"]),
+        (('from = ["3"]', 'from = ["bn9"]'), ["circuits[0].from", "unknown layer 'bn9'"]),
+    ],
+)
+def test_bad_specs_name_key_line_and_fix_and_write_nothing(tmp_path, capsys, edit, expected):
+    text = spec_text().replace(*edit, 1)
+    spec = _write(tmp_path, text)
+    out = tmp_path / "site"
+    assert main(["gallery", "build", str(spec), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    for part in expected:
+        assert part in err, err
+    assert not out.exists()
+
+
+def test_dry_run_prints_the_plan_and_an_estimate_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "site"
+    assert main(["gallery", "build", str(_write(tmp_path, spec_text())), "-o", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"\n  3 +6 channel units  steps 6, views 1, constant, \+2 diverse, negative, batch 2\n", printed)
+    assert "stage render      15 jobs, 29 units" in printed and "total about" in printed
+    assert not out.exists()
+
+
+def test_unwritable_output_and_unknown_preset(tmp_path, capsys):
+    spec = _write(tmp_path, spec_text())
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["gallery", "build", str(spec), "-o", str(blocker / "site")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
+    with pytest.raises(SpecError, match=r"spec.toml:7: render.preset: unknown preset 'drfat'.*did you mean 'draft'"):
+        parse_spec(spec_text().replace("[render]", '[render]\npreset = "drfat"'), str(spec))
+    with pytest.raises(SpecError, match=r"builds nothing"):
+        parse_spec('model = "efficientnet_lite0"\n', "x.toml")
+
+
+# --- a built site ------------------------------------------------------------------------------------------
+
+
+def test_site_has_every_page_the_manifest_lists_and_escapes_labels(built):
+    site = built.index.parent
+    manifest = json.loads((site / "manifest.json").read_text())
+    kinds = {s["name"]: s["kind"] for s in manifest["sections"]}
+    assert kinds == {"1": "channel", "3": "channel", "5": "channel", "logits": "class", "sae-s4": "latent"}
+    units = [u for s in manifest["sections"] for u in s["units"]]
+    assert len(units) == 8 + 6 + 3 + 6 + 6 == built.units_rendered
+    for u in units:
+        for rel in [u["files"]["page"], u["files"]["image"], u["files"]["thumbnail"], *u["files"]["diverse"]]:
+            assert (site / rel).is_file(), rel
+        assert u["command"].startswith("visfeat render gallery_model:tiny_gray ")
+        assert u["held_out"] is not None and u["best"] is not None
+    page = (site / "tiny_gray/logits/0.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<b>model</b>" not in (site / "index.html").read_text()
+    unit = (site / "tiny_gray/3/2.html").read_text()
+    for part in ("Wants", "Sees", "Built from", "feeds 5", "Lower quantiles", "class=\"hist\"", "How far to trust it"):
+        assert part in unit, part
+    assert "http://" not in unit and "https://" not in unit
+    circuit = (site / "tiny_gray/circuits/5-3.html").read_text()
+    assert 'href="../5/3.html"' in circuit  # the target links to its unit page
+    assert "circuits/5-3.html" in (site / "tiny_gray/5/3.html").read_text()
+    js = (site / "tiny_gray/logits/units.js").read_text()
+    assert js.startswith("window.VF_UNITS = ") and "<img" not in js  # '<' escaped inside the data script
+
+
+def test_incremental_rebuild_renders_only_the_layer_whose_recipe_changed(built, tmp_path):
+    site = tmp_path / "site"
+    import shutil
+
+    shutil.copytree(built.index.parent, site)
+    spec = _write(tmp_path, spec_text())
+    same = build_gallery(spec, site, progress=False)
+    assert sum(same.ran.values()) == 0 and same.units_reused == built.units_rendered
+    changed = build_gallery(_write(tmp_path, spec_text(layer3_render="render = { steps = 7 }")), site, progress=False)
+    assert changed.ran == {"render": 3} and changed.units_rendered == 6  # layer "3": 6 units in batches of 2
+    recipe = json.loads((site / "manifest.json").read_text())["sections"][1]
+    assert recipe["name"] == "3" and recipe["render"]["steps"] == 7
+
+
+# --- resume after kill -9 ----------------------------------------------------------------------------------
+
+
+def _cli(spec: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "visfeat.cli", "gallery", "build", str(spec), "-o", str(out), "--no-progress"]
+    return subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_build_resumes_with_only_the_missing_units_and_equals_an_uninterrupted_one(tmp_path):
+    spec = _write(tmp_path, spec_text(steps=40))
+    site = tmp_path / "killed"
+    proc = _cli(spec, site)
+    renders = site / CACHE / "render"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(renders.glob("*/done.json"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(renders.glob("*/done.json")))
+    assert 3 <= finished < 15, finished  # killed in the middle of the render stage
+    again = _cli(spec, site)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    total = 8 + 6 + 3 + 6 + 6
+    resumed = int(out.split("units rendered ")[1].split(",")[0])
+    reused = int(out.split("reused ")[1].split()[0])
+    assert reused + resumed == total and 0 < resumed < total
+    fresh = _cli(spec, tmp_path / "fresh")
+    assert fresh.communicate(timeout=300)[0] and fresh.returncode == 0
+    a, b = _site_files(site), _site_files(tmp_path / "fresh")
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+    assert not [p for p in site.rglob(".*") if p.is_file()]  # no temporary file left behind
+
+
+# --- a ViT spec with token units -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_vit_spec_builds_token_units(tmp_path):
+    text = (Path(__file__).parents[1] / "gallery" / "dinov2.toml").read_text()
+    spec = parse_spec(text, "dinov2.toml")
+    assert any(layer.at for layer in spec.layers)  # the shipped spec names token units
+    small = """title = "dinov2 small"
+model = "dinov2_vits14_imgfocus"
+[images]
+n = 8
+k = 2
+[render]
+steps = 3
+diverse = 0
+[[layers]]
+name = "blocks.9.mlp.act"
+units = "1000-1001"
+at = "mean"
+[[layers]]
+name = "blocks.10.mlp.act"
+units = [5]
+at = "cls"
+"""
+    report = build_gallery(parse_spec(small, "small.toml"), tmp_path / "site", progress=False)
+    assert report.units_rendered == 3
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    units = [u["unit"] for s in manifest["sections"] for u in s["units"]]
+    assert units == ["blocks.9.mlp.act:1000@mean", "blocks.9.mlp.act:1001@mean", "blocks.10.mlp.act:5@cls"]
+    assert manifest["sections"][0]["kind"] == "token"
+    assert (tmp_path / "site" / "dinov2_vits14_imgfocus" / "blocks.9.mlp.act" / "1000_mean.html").is_file()
+
+
+@pytest.mark.parametrize("name", ["demo", "inceptionv1", "dinov2"])
+def test_shipped_specs_validate_against_their_models(name):
+    from dataclasses import replace
+
+    from visfeat.gallery import load_spec
+    from visfeat.gallery.build import load_gallery_model
+    from visfeat.gallery.plan import make_plan
+
+    spec = load_spec(Path(__file__).parents[1] / "gallery" / f"{name}.toml")
+    if name == "inceptionv1":
+        spec = replace(spec, pretrained=False)  # its weights are a download; the layer catalogue is the same
+    plan = make_plan(spec, load_gallery_model(spec, "cpu"))
+    assert plan.by_stage("render") and all(s.units for s in plan.sections)
+    if name == "demo":  # what the README promises: a whole layer, four or more layers, ten classes, an SAE, a circuit
+        sections = {s.name: s for s in plan.sections}
+        assert len(sections["blocks.0"].units) == 16 and len([s for s in plan.sections if s.kind == "channel"]) >= 4
+        assert len(sections["logits"].units) == 10 and len(sections["sae-blocks5-topk"].units) >= 16
+        assert [j.extra["circuit"].unit for j in plan.by_stage("circuits")] == ["logit:sports_car"]
+
+
+def test_the_command_on_a_unit_page_re_renders_its_picture_exactly(built, tmp_path):
+    import shlex
+
+    site = built.index.parent
+    unit = json.loads((site / "manifest.json").read_text())["sections"][1]["units"][3]  # layer "3", second batch
+    argv = shlex.split(unit["command"].split("   #")[0])
+    assert argv[:2] == ["visfeat", "render"] and "--seed" in argv
+    out = tmp_path / "rerender"
+    argv[argv.index("-o") + 1] = str(out)
+    assert main([*argv[1:], "--no-progress"]) == 0
+    again = out / f"{unit['unit'].replace(':', '_')}.png"
+    assert again.read_bytes() == (site / unit["files"]["image"]).read_bytes()
