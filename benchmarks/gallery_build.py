@@ -25,7 +25,7 @@ from torch import nn
 
 import visfeat as vf
 from visfeat.gallery import BuildReport, build_gallery, parse_spec
-from visfeat.gallery.build import CACHE
+from visfeat.gallery.store import CACHE
 
 CHROMIUM = "/usr/bin/chromium"
 WIDE = 1000  # channels of the wide layer
@@ -199,6 +199,7 @@ def main() -> None:
     ap.add_argument("--wide-out", type=Path, default=None, help="site folder of (c) (default: a temporary one)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    vf.cpu.tune_allocator()  # as the `visfeat` command does for its own process
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.skip_demo:

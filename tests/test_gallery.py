@@ -16,7 +16,7 @@ import pytest
 
 from visfeat.cli import main
 from visfeat.gallery import SpecError, build_gallery, parse_spec
-from visfeat.gallery.build import CACHE
+from visfeat.gallery.store import CACHE
 
 TESTS = Path(__file__).parent
 
@@ -102,7 +102,7 @@ def built(tmp_path_factory):
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (("units = \"0-5\"", "unitz = \"0-5\""), ["spec.toml:16", "layers[1].unitz", "did you mean 'units'"]),
+        (('units = "0-5"', 'unitz = "0-5"'), ["spec.toml:16", "layers[1].unitz", "did you mean 'units'"]),
         (("[render]", "[render]\nstepz = 3"), ["spec.toml:7", "render.stepz", "did you mean 'steps'"]),
         (('name = "3"', 'name = "33"'), ["spec.toml:15", "layers[1].name", "unknown layer '33'", "closest: 3"]),
         (('units = "0-5"', 'units = "0-40"'), ["spec.toml:16", "layers[1].units", "valid units: 0-11"]),
@@ -161,7 +161,7 @@ def test_site_has_every_page_the_manifest_lists_and_escapes_labels(built):
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<b>model</b>" not in (site / "index.html").read_text()
     unit = (site / "tiny_gray/3/2.html").read_text()
-    for part in ("Wants", "Sees", "Built from", "feeds 5", "Lower quantiles", "class=\"hist\"", "How far to trust it"):
+    for part in ("Wants", "Sees", "Built from", "feeds 5", "Lower quantiles", 'class="hist"', "How far to trust it"):
         assert part in unit, part
     assert "http://" not in unit and "https://" not in unit
     circuit = (site / "tiny_gray/circuits/5-3.html").read_text()
@@ -286,4 +286,18 @@ def test_the_command_on_a_unit_page_re_renders_its_picture_exactly(built, tmp_pa
     argv[argv.index("-o") + 1] = str(out)
     assert main([*argv[1:], "--no-progress"]) == 0
     again = out / f"{unit['unit'].replace(':', '_')}.png"
+    assert again.read_bytes() == (site / unit["files"]["image"]).read_bytes()
+
+
+def test_the_command_on_an_sae_latent_page_re_renders_its_picture_exactly(built, tmp_path, monkeypatch):
+    import shlex
+
+    site = built.index.parent
+    unit = json.loads((site / "manifest.json").read_text())["sections"][4]["units"][1]
+    argv = shlex.split(unit["command"].split("   #")[0])
+    assert argv[:3] == ["visfeat", "sae", "inspect"]
+    argv[argv.index("-o") + 1] = str(tmp_path / "rerender")
+    monkeypatch.chdir(site)  # the SAE file lives in the site's cache
+    assert main([*argv[1:], "--no-progress"]) == 0
+    again = tmp_path / "rerender" / f"latent_{unit['index']:04d}.png"
     assert again.read_bytes() == (site / unit["files"]["image"]).read_bytes()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import VisfeatError
-from . import add_model_args, load_model_from_args
+from . import add_model_args, load_model_from_args, positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -36,10 +36,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     i.add_argument("--render", default=None, help="latents to render, e.g. '0-7' or '3,9'")
     i.add_argument("--examples", default=None, help="latents to draw dataset examples for, e.g. '0-7'")
     i.add_argument("-o", "--out", default=None, help="output folder for renders and examples")
-    i.add_argument("--steps", type=int, default=256)
+    i.add_argument("--steps", type=positive_int, default=256)
+    i.add_argument("--lr", type=float, default=0.05)
+    i.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    i.add_argument("--views", type=positive_int, default=1, help="random transforms per image and step (averaged)")
+    i.add_argument("--seed", type=int, default=0)
     i.add_argument("--reduce", default="center", choices=["center", "mean"], help="latent at the centre or mean")
     i.add_argument("--images", default=None, help="folder for dataset examples; default: the embedded set")
     i.add_argument("--weights", help="local weights file of the model (offline)")
+    i.add_argument("--model", default=None, help="the model to load (default: the name the SAE records)")
     i.add_argument("--device", default=None)
     i.add_argument("--no-progress", action="store_true")
     return p
@@ -113,7 +118,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if not args.out:
         raise VisfeatError("--render and --examples write pictures: pass an output folder with -o")
     kwargs = {"weights": args.weights} if args.weights else {}
-    model = load_model(cfg["model"], **kwargs)
+    model = load_model(args.model or cfg["model"], **kwargs)
     if args.device:
         model.to(args.device)
     sae = S.load(args.sae, model=model, layer=cfg["layer"], device=model.device)
@@ -126,7 +131,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
         latents = parse_units(args.render, sae.config.d_sae)
         result = render(
-            model, sae_features(sae, latents, reduce=args.reduce), steps=args.steps, progress=not args.no_progress
+            model,
+            sae_features(sae, latents, reduce=args.reduce),
+            steps=args.steps,
+            lr=args.lr,
+            lr_schedule=args.lr_schedule,
+            views=args.views,
+            seed=args.seed,
+            progress=not args.no_progress,
         )
         for j, u in enumerate(latents):
             save_image(result.images[j], out / f"latent_{u:04d}.png")

@@ -17,9 +17,7 @@ from ..errors import VisfeatError
 from .jobs import WORK, render_work
 from .plan import STAGES, Job, Plan, make_plan
 from .spec import GallerySpec, load_spec
-from .store import Store
-
-CACHE = ".visfeat-cache"  # the result store, inside the site folder
+from .store import CACHE, Store
 
 
 @dataclass

@@ -48,6 +48,16 @@ class _Writer:
     def text(self, rel: str, text: str) -> str:
         return self.bytes(rel, text.encode())
 
+    def derived(self, rel: str, make, source: Path | None = None) -> str:
+        """A file made from ``source`` (or from what its name encodes): made again only when missing or older
+        than its source, so a rebuild does not re-encode every thumbnail and example image."""
+        self.kept.add(rel)
+        path = self.out / rel
+        if path.is_file() and (source is None or path.stat().st_mtime >= source.stat().st_mtime):
+            return rel
+        self.written += write_if_changed(path, make())
+        return rel
+
 
 def _rel(from_page: str, to: str) -> str:
     """Relative link from the page ``from_page`` to ``to`` (both site-relative); ``""`` is the site root."""
@@ -67,15 +77,18 @@ def _records(ctx: Context, sec: Section) -> dict[str, tuple]:
 
 
 def _dataset_image(w: _Writer, ctx: Context, model_dir: str, image_id: int, box=None) -> str:
-    """The site path of a dataset image (or a patch of it), written once."""
-    name = f"{model_dir}/_images/{image_id}" + ("" if box is None else "_" + "_".join(map(str, box))) + ".webp"
-    if name not in w.kept:
+    """The site path of a dataset image (or a patch of it), written once; the folder names the image set."""
+    name = f"{model_dir}/_images/{ctx.plan.images_key[:8]}/{image_id}"
+    name += ("" if box is None else "_" + "_".join(map(str, box))) + ".webp"
+
+    def make() -> bytes:
         img = ctx.dataset[image_id]
         if box is not None:
             top, left, h, wd = box
             img = img[:, top : top + h, left : left + wd]
-        w.bytes(name, image_bytes(img, EXAMPLE, "WEBP"))
-    return name
+        return image_bytes(img, EXAMPLE, "WEBP")
+
+    return w.derived(name, make)
 
 
 def _label_of(labels, i: int) -> str:
@@ -140,8 +153,13 @@ def _wants(ctx: Context, w: _Writer, job, u, page: str, base: str, settings) -> 
         )
 
     fv = copy("")
-    with Image.open(ctx.store.file("render", job.key, f"{u.slug}.png")) as im:
-        w.bytes(f"{base}_t.webp", image_bytes(im, THUMB, "WEBP"))
+    source = ctx.store.file("render", job.key, f"{u.slug}.png")
+
+    def thumbnail() -> bytes:
+        with Image.open(source) as im:
+            return image_bytes(im, THUMB, "WEBP")
+
+    w.derived(f"{base}_t.webp", thumbnail, source)
     return {
         "fv": fv,
         "thumb": _rel(page, f"{base}_t.webp"),

@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 
 from ..images import atomic_write, to_uint8
+from .store import CACHE
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 THUMB = 128  # grid and link thumbnails (px)
 EXAMPLE = 112  # dataset example tiles (px)
+HEAT = 28  # largest heatmap side (positions) drawn over an example
 
 
 @cache
@@ -94,7 +96,10 @@ def heat_image(heat: torch.Tensor, vmax: float) -> str:
     where it fires most (the image shows through where the unit looks)."""
     from PIL import Image
 
-    t = (heat.float() / vmax).clamp(0, 1) if vmax > 0 else torch.zeros_like(heat.float())
+    heat = heat.float()
+    if max(heat.shape) > HEAT:  # a 112x112 map shows no more than a 28x28 one at 112 px, and costs 16x the bytes
+        heat = torch.nn.functional.adaptive_avg_pool2d(heat[None, None], HEAT)[0, 0]
+    t = (heat / vmax).clamp(0, 1) if vmax > 0 else torch.zeros_like(heat)
     z = torch.zeros_like(t)
     rgba = torch.stack([z, z, z + 0.05, 0.72 * (1 - t)])
     arr = (rgba.permute(1, 2, 0) * 255).round().byte().numpy()
@@ -126,29 +131,29 @@ def histogram_svg_data(counts: list[int], edges: list[float], marks: list[float]
 
 
 def command(plan, section, job, unit_text: str) -> str:
-    """The ``visfeat render`` command that re-renders this unit's batch with its seed and settings."""
+    """The command that re-renders this unit's batch exactly, with its seed and settings (run from the site's
+    folder for SAE latents, whose SAE file lives in the site's cache)."""
     r = section.settings
-    first, last = section.units.index(next(u for u in section.units if u.slug == job.slugs[0])), None
-    last = first + len(job.slugs) - 1
+    first = next(i for i, u in enumerate(section.units) if u.slug == job.slugs[0])
+    batch = section.units[first : first + len(job.slugs)]
     spec = plan.spec
-    parts = ["visfeat", "render", spec.model]
-    if spec.weights:
-        parts += ["--weights", spec.weights]
-    if section.kind == "class":
-        parts += [u.unit for u in section.units[first : last + 1]]
+    idx = [u.index for u in batch]
+    ids = f"{idx[0]}-{idx[-1]}" if len(idx) > 1 and idx == list(range(idx[0], idx[-1] + 1)) else ",".join(map(str, idx))
+    if section.kind == "latent":
+        sae = next(j for j in plan.by_stage("sae") if j.extra["name"] == section.sae)
+        parts = ["visfeat", "sae", "inspect", f"{CACHE}/sae/{sae.key}/sae.safetensors", "--render", ids]
+        parts += ["--reduce", "mean", "--model", spec.model] + (["--weights", spec.weights] if spec.weights else [])
     else:
-        idx = [u.index for u in section.units[first : last + 1]]
-        contiguous = idx == list(range(idx[0], idx[-1] + 1))
-        at = section.units[first].unit.partition("@")[2]
-        ids = f"{idx[0]}-{idx[-1]}" if contiguous and len(idx) > 1 else ",".join(map(str, idx))
-        parts.append(f"{section.layer}:{ids}" + (f"@{at}" if at else ""))
+        parts = ["visfeat", "render", spec.model] + (["--weights", spec.weights] if spec.weights else [])
+        if section.kind == "class":
+            parts += [u.unit for u in batch]
+        else:
+            at = batch[0].unit.partition("@")[2]
+            parts.append(f"{section.layer}:{ids}" + (f"@{at}" if at else ""))
+        parts += ["--batch-size", str(len(batch))] + ([] if r.preact else ["--no-preact"])
+        parts += ["--amp", r.amp] if r.amp else []
     parts += ["--steps", str(r.steps), "--lr", f"{r.lr:g}", "--views", str(r.views), "--lr-schedule", r.lr_schedule]
-    parts += ["--seed", str(job.seed), "--batch-size", str(len(job.slugs))]
-    if not r.preact:
-        parts.append("--no-preact")
-    if r.amp:
-        parts += ["--amp", r.amp]
-    parts += ["-o", "out/rerender"]
+    parts += ["--seed", str(job.seed), "-o", "out/rerender"]
     return " ".join(shlex.quote(p) for p in parts) + f"   # {unit_text} is one of this batch"
 
 

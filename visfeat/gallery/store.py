@@ -15,6 +15,7 @@ from pathlib import Path
 from ..images import atomic_write
 
 DONE = "done.json"
+CACHE = ".visfeat-cache"  # the store's folder inside a site
 
 
 def recipe_key(recipe: dict) -> str:
