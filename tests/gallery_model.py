@@ -29,3 +29,46 @@ def tiny_gray() -> vf.Model:
         nn.Linear(12, len(LABELS)),
     )
     return vf.Model(net, vf.InputSpec(size=(32, 32), channels=1), name="tiny_gray", labels=LABELS)
+
+
+SPEC = """title = "custom <b>model</b>"
+model = "gallery_model:tiny_gray"
+[images]
+n = 40
+k = 4
+[render]
+steps = {steps}
+batch_size = 2
+diverse = 2
+negative = true
+[[layers]]
+name = "1"
+units = "all"
+[[layers]]
+name = "3"
+units = "0-5"
+{layer3_render}
+[[layers]]
+name = "5"
+units = [0, 3, 7]
+[[layers]]
+name = "logits"
+units = "all"
+[[saes]]
+layer = "4"
+name = "s4"
+latents = "0-5"
+expansion = 2
+k = 4
+epochs = 1
+images = 40
+[[circuits]]
+unit = "5:3"
+from = ["3"]
+k = 2
+"""
+
+
+def spec_text(steps: int = 6, layer3_render: str = "") -> str:
+    """The gallery tests' spec for this model: every kind of section (channels, classes, SAE latents) and a circuit."""
+    return SPEC.format(steps=steps, layer3_render=layer3_render)

@@ -13,53 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from gallery_model import spec_text  # tests/ is on sys.path under pytest, as for conftest's helpers
 
 from visfeat.cli import main
 from visfeat.gallery import SpecError, build_gallery, parse_spec
 from visfeat.gallery.store import CACHE
 
 TESTS = Path(__file__).parent
-
-SPEC = """title = "custom <b>model</b>"
-model = "gallery_model:tiny_gray"
-[images]
-n = 40
-k = 4
-[render]
-steps = {steps}
-batch_size = 2
-diverse = 2
-negative = true
-[[layers]]
-name = "1"
-units = "all"
-[[layers]]
-name = "3"
-units = "0-5"
-{layer3_render}
-[[layers]]
-name = "5"
-units = [0, 3, 7]
-[[layers]]
-name = "logits"
-units = "all"
-[[saes]]
-layer = "4"
-name = "s4"
-latents = "0-5"
-expansion = 2
-k = 4
-epochs = 1
-images = 40
-[[circuits]]
-unit = "5:3"
-from = ["3"]
-k = 2
-"""
-
-
-def spec_text(steps: int = 6, layer3_render: str = "") -> str:
-    return SPEC.format(steps=steps, layer3_render=layer3_render)
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +115,8 @@ def test_site_has_every_page_the_manifest_lists_and_escapes_labels(built):
     for u in units:
         for rel in [u["files"]["page"], u["files"]["image"], u["files"]["thumbnail"], *u["files"]["diverse"]]:
             assert (site / rel).is_file(), rel
-        assert u["command"].startswith("visfeat render gallery_model:tiny_gray ")
+        latent = u["unit"].startswith("4/s4:")
+        assert u["command"].startswith("visfeat sae inspect " if latent else "visfeat render gallery_model:tiny_gray ")
         assert u["held_out"] is not None and u["best"] is not None
     page = (site / "tiny_gray/logits/0.html").read_text()
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

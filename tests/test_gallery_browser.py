@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
+from gallery_model import spec_text
 
 from visfeat.gallery import build_gallery, parse_spec
 
@@ -28,42 +29,6 @@ XSS = "<img src=x onerror=alert(1)>"  # class 0 of gallery_model.tiny_gray
 MODEL_DIR = "tiny_gray"
 VIEWPORT = {"width": 1400, "height": 900}
 
-SPEC = """
-title = "custom <b>model</b>"
-model = "gallery_model:tiny_gray"
-[images]
-n = 40
-k = 4
-[render]
-steps = 6
-batch_size = 4
-diverse = 2
-negative = true
-[[layers]]
-name = "1"
-units = "all"
-[[layers]]
-name = "3"
-units = "0-5"
-[[layers]]
-name = "5"
-units = [0, 3, 7]
-[[layers]]
-name = "logits"
-units = "all"
-[[saes]]
-layer = "4"
-name = "s3"
-latents = "0-5"
-expansion = 2
-k = 4
-epochs = 1
-images = 40
-[[circuits]]
-unit = "5:3"
-from = ["3"]
-k = 2
-"""
 
 # Scroll the page down a half screen at a time (lazy images start loading) and end at the bottom.
 _SCROLL_THROUGH = """async () => {
@@ -88,7 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gallery-site")
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(HERE))
-        build_gallery(parse_spec(SPEC, "browser.toml"), out, progress=False)
+        build_gallery(parse_spec(spec_text(), "browser.toml"), out, progress=False)
     return out
 
 
