@@ -7,7 +7,7 @@ unit that opens from disk. See ``docs/gallery.md``.
 
 from __future__ import annotations
 
-from .build import BuildReport, build_gallery, check_spec, estimate
+from .build import BuildReport, build_gallery, estimate
 from .spec import PRESETS, GallerySpec, SpecError, load_spec, parse_spec
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "GallerySpec",
     "SpecError",
     "build_gallery",
-    "check_spec",
     "estimate",
     "load_spec",
     "parse_spec",

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from ..errors import VisfeatError
 from .jobs import WORK, render_work
 from .plan import STAGES, Job, Plan, make_plan
 from .spec import GallerySpec, load_spec
@@ -179,10 +178,4 @@ def estimate(plan: Plan, model, calibrate_steps: int = 3) -> dict[str, float]:
     return seconds
 
 
-def check_spec(spec: str | Path, device: str | None = None) -> Plan:
-    """Validate a spec against its model without building (what ``--dry-run`` starts from)."""
-    s = load_spec(spec)
-    return make_plan(s, load_gallery_model(s, device))
-
-
-__all__ = ["BuildReport", "VisfeatError", "build_gallery", "check_spec", "estimate"]
+__all__ = ["BuildReport", "build_gallery", "estimate", "load_gallery_model"]
