@@ -262,3 +262,39 @@ def test_the_command_on_an_sae_latent_page_re_renders_its_picture_exactly(built,
     assert main([*argv[1:], "--no-progress"]) == 0
     again = tmp_path / "rerender" / f"latent_{unit['index']:04d}.png"
     assert again.read_bytes() == (site / unit["files"]["image"]).read_bytes()
+
+
+def test_an_image_folder_and_a_saved_sae(built, tmp_path):
+    """``[images] folder`` streams a folder of the user's images; ``[[saes]] path`` loads a trained SAE."""
+    from visfeat.data import default_images
+    from visfeat.images import save_image
+
+    photos = tmp_path / "photos" / "some_class"
+    photos.mkdir(parents=True)
+    crops = default_images(n=6, size=48)
+    for i in range(len(crops)):
+        save_image(crops[i], photos / f"{i}.png")
+    sae = next((built.index.parent / CACHE / "sae").glob("*/sae.safetensors"))
+    text = f"""model = "gallery_model:tiny_gray"
+[images]
+folder = "photos"
+k = 3
+[render]
+steps = 2
+diverse = 0
+[[layers]]
+name = "3"
+units = "0-1"
+[[saes]]
+layer = "4"
+name = "loaded"
+path = "{sae}"
+latents = [2, 5]
+"""
+    report = build_gallery(_write(tmp_path, text), tmp_path / "site", progress=False)
+    assert report.ran["sae"] == 1 and report.units_rendered == 4
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    assert manifest["images"]["folder"] == str(tmp_path / "photos")  # relative to the spec's folder
+    assert manifest["saes"][0]["trained"] is False and manifest["saes"][0]["metrics"]["fvu"] >= 0
+    top = manifest["sections"][0]["units"][0]["top_examples"]
+    assert len(top) == 3  # k examples from the 6 images of the folder
