@@ -122,6 +122,11 @@ _LAYER = {"name", "units", "at", "render"}
 _SAE = {"layer", "name", "latents", "path", "variant", "expansion", "k", "epochs", "images", "render"}
 _CIRCUIT = {"unit", "from", "k", "width", "name"}
 _RENDER = {f.name for f in fields(RenderSettings)}
+#: The TOML types each render key takes, from the defaults (a float key also takes an int; amp is a string).
+_RENDER_TYPES = {
+    k: (int, float) if isinstance(v, float) else str if v is None else type(v)
+    for k, v in vars(RenderSettings()).items()
+}
 
 
 class _Lines:
@@ -208,14 +213,10 @@ class _Checker:
                     + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                 )
             values = {"preset": preset, **PRESETS[preset]}
-        for f in fields(RenderSettings):
-            if f.name in raw and f.name != "preset":
-                kind = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(
-                    type(getattr(base, f.name)).__name__, (str, type(None))
-                )
-                if f.name == "amp":
-                    kind = str
-                values[f.name] = self.typed(raw, f.name, kind, path)
+        for name, kind in _RENDER_TYPES.items():
+            if name in raw and name != "preset":
+                value = self.typed(raw, name, kind, path)
+                values[name] = float(value) if kind == (int, float) else value  # lr = 1 and 1.0: one recipe
         out = replace(base, **values)
         for name in ("steps", "views", "batch_size"):
             if getattr(out, name) < 1:
@@ -229,6 +230,13 @@ class _Checker:
         if out.amp not in (None, "bf16", "fp16"):
             self.fail((*path, "amp"), f"must be 'bf16' or 'fp16', got {out.amp!r}")
         return out
+
+
+def _beside(source: str, path: str | None) -> str | None:
+    """A relative path in a spec file means beside that file (a spec given as text: the current folder)."""
+    if path is None or Path(path).is_absolute() or not source.endswith(".toml"):
+        return path
+    return str(Path(source).parent / path)
 
 
 def _as_tuple(t) -> tuple:
@@ -250,15 +258,13 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
         c.fail(("model",), 'name the model: model = "efficientnet_lite0" or [model] name = "timm:resnet50"')
     c.keys(model, _MODEL, ("model",))
     name = c.typed(model, "name", str, ("model",))
-    weights = c.typed(model, "weights", str, ("model",))
+    weights = _beside(source, c.typed(model, "weights", str, ("model",)))
     pretrained = c.typed(model, "pretrained", bool, ("model",), True)
     images = c.table(raw, "images", ())
     c.keys(images, _IMAGES, ("images",))
     folder = c.typed(images, "folder", str, ("images",)) or None
     if folder is not None:
-        path = (
-            Path(folder) if Path(folder).is_absolute() or not source.endswith(".toml") else Path(source).parent / folder
-        )
+        path = Path(_beside(source, folder))
         if not path.is_dir():
             c.fail(
                 ("images", "folder"),
@@ -304,7 +310,7 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
                 c.typed(row, "layer", str, p),
                 sae_name,
                 row.get("latents", "0-15"),
-                c.typed(row, "path", str, p),
+                _beside(source, c.typed(row, "path", str, p)),
                 c.typed(row, "variant", str, p, "topk"),
                 epochs=float(c.typed(row, "epochs", (int, float), p, 2.0)),
                 render=c.render(c.table(row, "render", p), base, (*p, "render")),
