@@ -192,20 +192,12 @@ def _version() -> str:
     return __version__
 
 
-def _heatmap(kernel: torch.Tensor, scale: float, size: int):
-    from PIL import Image
-
-    t = (kernel / scale).clamp(-1, 1) if scale > 0 else torch.zeros_like(kernel)
-    pos, neg = t.clamp_min(0), (-t).clamp_min(0)
-    rgb = torch.stack([1 - neg, 1 - pos - neg, 1 - pos]).clamp(0, 1)  # white -> red (+) / blue (-)
-    im = Image.fromarray(to_uint8(rgb))
-    return im.resize((size, size * kernel.shape[0] // max(1, kernel.shape[1])), Image.NEAREST)
-
-
 def circuit_figure(circuit: Circuit, path: str | Path, tile: int = 112) -> None:
     """A PNG of the circuit: one row per level (target on top), each contributor's picture above its kernel onto
     the node of the level above that it feeds most (red excite, blue inhibit; one colour scale per level)."""
     from PIL import Image, ImageDraw
+
+    from ..gallery.site import kernel_heatmap
 
     levels = max(n.level for n in circuit.nodes) + 1
     cols = max(len(circuit.level(i)) for i in range(levels))
@@ -236,7 +228,7 @@ def circuit_figure(circuit: Circuit, path: str | Path, tile: int = 112) -> None:
             paste(n, x, y)
             e = strongest.get(n.unit)
             if e is not None:
-                fig.paste(_heatmap(e.kernel, scale, tile), (x, y + tile + label))
+                fig.paste(kernel_heatmap(e.kernel, scale, tile), (x, y + tile + label))
                 draw.text((x, y + 2 * tile + label + 1), ("-> " + e.dst)[:22], fill="black")
     buf = io.BytesIO()
     fig.save(buf, format="PNG", optimize=True)

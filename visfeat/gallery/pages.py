@@ -144,27 +144,33 @@ TOKEN_WEIGHTS = (
 
 
 def _wants(ctx: Context, w: _Writer, job, u, page: str, base: str, settings) -> dict:
-    """The unit's pictures (copied from the store) and a thumbnail: full size, diverse, negative."""
+    """The unit's pictures (copied from the store) and a thumbnail: full size, diverse, negative; ``files`` holds
+    their site-relative paths (the manifest's), the other keys the page-relative links."""
     from PIL import Image
 
     def copy(name: str) -> str:
-        return _rel(
-            page, w.bytes(f"{base}{name}.png", ctx.store.file("render", job.key, f"{u.slug}{name}.png").read_bytes())
-        )
+        return w.bytes(f"{base}{name}.png", ctx.store.file("render", job.key, f"{u.slug}{name}.png").read_bytes())
 
-    fv = copy("")
     source = ctx.store.file("render", job.key, f"{u.slug}.png")
 
     def thumbnail() -> bytes:
         with Image.open(source) as im:
             return image_bytes(im, THUMB, "WEBP")
 
-    w.derived(f"{base}_t.webp", thumbnail, source)
-    return {
-        "fv": fv,
-        "thumb": _rel(page, f"{base}_t.webp"),
+    files = {
+        "page": page,
+        "image": copy(""),
+        "thumbnail": w.derived(f"{base}_t.webp", thumbnail, source),
         "diverse": [copy(f"_d{j}") for j in range(settings.diverse)],
-        "neg": copy("_neg") if settings.negative else None,
+    }
+    if settings.negative:
+        files["negative"] = copy("_neg")
+    return {
+        "files": files,
+        "fv": _rel(page, files["image"]),
+        "thumb": _rel(page, files["thumbnail"]),
+        "diverse": [_rel(page, d) for d in files["diverse"]],
+        "neg": _rel(page, files["negative"]) if settings.negative else None,
     }
 
 
@@ -205,10 +211,11 @@ def _sees(ctx: Context, w: _Writer, ex, u, page: str, held: float) -> dict:
     }
 
 
-def _built(ctx: Context, sec: Section, weights: dict, pos: int, u, page: str) -> dict:
-    """Links to the strongest units of the previous and next built layers, and the classes (the last layer)."""
+def _built(ctx: Context, sec: Section, around: tuple, weights: dict, pos: int, u, page: str) -> dict:
+    """Links to the strongest units of the previous and next built layers (``around``), and the classes (the last
+    layer)."""
     plan, model = ctx.plan, ctx.model
-    prev, nxt, _ = neighbours(plan, model, sec) if sec.kind != "class" else (None, None, False)
+    prev, nxt = around
     mine, meta = weights.get(sec.name, ({}, {}))
     out = {
         "from": None,
@@ -241,6 +248,7 @@ def unit_views(ctx: Context, w: _Writer) -> dict[str, list[dict]]:
     for sec in plan.sections:
         ex = examples_of(ctx, sec)
         records = _records(ctx, sec)
+        around = neighbours(plan, ctx.model, sec)[:2] if sec.kind != "class" else (None, None)
         out = []
         for pos, u in enumerate(sec.units):
             page = f"{plan.slug}/{sec.name}/{u.slug}.html"
@@ -261,7 +269,7 @@ def unit_views(ctx: Context, w: _Writer) -> dict[str, list[dict]]:
                 "next_unit": sec.units[pos + 1].slug if pos + 1 < len(sec.units) else None,
                 **_wants(ctx, w, job, u, page, f"{plan.slug}/{sec.name}/img/{u.slug}", sec.settings),
                 **_sees(ctx, w, ex, u, page, rec["held_out"]),
-                **_built(ctx, sec, weights, pos, u, page),
+                **_built(ctx, sec, around, weights, pos, u, page),
             }
             out.append(view)
         views[sec.name] = out
@@ -300,12 +308,10 @@ def _auto_label(view: dict, sec: Section) -> str:
 
 
 def _pred(ex, image_id: int, labels) -> str | None:
-    if labels is None:
+    """``"class 87%"``: the model's top-1 class of a dataset image (None for a model without labels)."""
+    if labels is None or ex.pred_class is None:
         return None
-    try:
-        cls, prob = ex.prediction(image_id)
-    except Exception:  # noqa: BLE001 - examples without predictions (a model without labels)
-        return None
+    cls, prob = ex.prediction(image_id)
     return f"{_label_of(labels, cls)} {prob:.0%}"
 
 
@@ -481,18 +487,10 @@ def _manifest(plan: Plan, views: dict, circuits: list, saes: dict) -> dict:
     for sec in plan.sections:
         units = []
         for v in views[sec.name]:
-            files = {
-                "page": v["page"],
-                "image": f"{plan.slug}/{sec.name}/img/{v['slug']}.png",
-                "thumbnail": f"{plan.slug}/{sec.name}/img/{v['slug']}_t.webp",
-                "diverse": [f"{plan.slug}/{sec.name}/img/{v['slug']}_d{j}.png" for j in range(len(v["diverse"]))],
-            }
-            if v["neg"]:
-                files["negative"] = f"{plan.slug}/{sec.name}/img/{v['slug']}_neg.png"
             units.append(
                 {
                     **{k: v[k] for k in keep},
-                    "files": files,
+                    "files": v["files"],
                     "settings": v["settings"],
                     "top_examples": [e["value"] for e in v["examples"]],
                 }

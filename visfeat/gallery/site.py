@@ -78,17 +78,22 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def kernel_image(kernel: torch.Tensor, scale: float, width: int = 48) -> str:
-    """A weight kernel as a small PNG data URI: red excites, blue inhibits, white is zero."""
+def kernel_heatmap(kernel: torch.Tensor, scale: float, width: int):
+    """A weight kernel ``[kh, kw]`` as a PIL image ``width`` px wide (nearest): red excites, blue inhibits, white is
+    zero, ``scale`` = full colour. The one kernel picture of the gallery's pages and of circuit figures."""
     from PIL import Image
 
     t = (kernel.float() / scale).clamp(-1, 1) if scale > 0 else torch.zeros_like(kernel.float())
     pos, neg = t.clamp_min(0), (-t).clamp_min(0)
     rgb = torch.stack([1 - neg, 1 - pos - neg, 1 - pos]).clamp(0, 1)
-    im = Image.fromarray(to_uint8(rgb))
     kh, kw = kernel.shape
-    cell = max(1, width // kw)
-    return data_uri(image_bytes(im.resize((kw * cell, kh * cell), Image.NEAREST)))
+    return Image.fromarray(to_uint8(rgb)).resize((width, width * kh // max(1, kw)), Image.NEAREST)
+
+
+def kernel_image(kernel: torch.Tensor, scale: float, width: int = 48) -> str:
+    """A weight kernel as a small PNG data URI, whole pixels per tap (about ``width`` px wide)."""
+    kw = kernel.shape[1]
+    return data_uri(image_bytes(kernel_heatmap(kernel, scale, kw * max(1, width // kw))))
 
 
 def heat_image(heat: torch.Tensor, vmax: float) -> str:
