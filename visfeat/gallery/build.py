@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .jobs import WORK, render_work
-from .plan import STAGES, Job, Plan, make_plan
+from .plan import STAGES, Job, Plan, image_size, make_plan
 from .spec import GallerySpec, load_spec
 from .store import CACHE, Store
 
@@ -78,7 +78,7 @@ def build_gallery(
     check_writable(out)
     model = model or load_gallery_model(spec, device)
     plan = make_plan(spec, model)  # every spec error is raised here, before anything is written
-    size = model.spec.size[0] if model.spec.size else 224
+    size = image_size(model)
     dataset = image_dataset(spec.images, size=size, n=spec.n_images)  # no photos or images: an error, too
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / CACHE)
@@ -159,7 +159,7 @@ def estimate(plan: Plan, model, calibrate_steps: int = 3) -> dict[str, float]:
         seconds["render"] += per_step[job.section] * render_work(r, len(job.slugs)) * WORK
     from ..data import default_images
 
-    size = model.spec.size[0] if model.spec.size else 224
+    size = image_size(model)
     batch = torch.stack([default_images(n=8, size=size)[i] for i in range(8)]).to(model.device)
     t = time.perf_counter()
     with torch.no_grad():

@@ -19,7 +19,7 @@ from .. import objectives as O
 from ..errors import VisfeatError
 from ..hooks import LOGITS
 from ..images import atomic_write, save_image
-from .plan import Job, Plan, Section
+from .plan import Job, Plan, Section, image_size
 from .store import Store
 
 
@@ -66,7 +66,7 @@ def _sae(ctx: Context, job: Job) -> dict:
 
     x, model = job.extra, ctx.model
     folder = ctx.store.folder("sae", job.key)
-    size = _size(model)
+    size = image_size(model)
     test = layer_vectors(model, x["layer"], image_dataset(None, size=size, n=200, split="test"))
     if x["path"]:
         sae = S.load(x["path"], model=model, layer=x["layer"], device=model.device)
@@ -304,7 +304,3 @@ def _circuit(ctx: Context, job: Job) -> dict:
         save_image(n.image, folder / f"{parse_unit(n.unit).filename()}.png")
     atomic_write(folder / "circuit.json", json.dumps(circuit.to_dict(), indent=1).encode())
     return {"nodes": [n.unit for n in circuit.nodes]}
-
-
-def _size(model) -> int:
-    return model.spec.size[0] if model.spec.size else 224

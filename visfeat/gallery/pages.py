@@ -20,7 +20,6 @@ from .site import (
     STATIC,
     THUMB,
     command,
-    environment,
     heat_image,
     histogram_svg_data,
     image_bytes,
@@ -529,4 +528,4 @@ def _remove_stale(out: Path, kept: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["environment", "write_site"]
+__all__ = ["unit_views", "write_site"]

@@ -45,7 +45,6 @@ class Section:
     settings: RenderSettings
     tokens: str = "all"  # which tokens the dataset examples read on token layers
     sae: str | None = None
-    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def _layer_units(spec: GallerySpec, i: int, ls: LayerSpec, model) -> Section:
         n = model.layer(LOGITS).channels or len(labels)
         idx = _indices(spec, ("layers", i, "units"), ls.units, n, labels)
         units = tuple(GUnit(str(j), f"logit:{j}", j, labels[j] if j < len(labels) else f"class {j}") for j in idx)
-        return Section(LOGITS, LOGITS, "class", units, ls.render, line=ls.line)
+        return Section(LOGITS, LOGITS, "class", units, ls.render)
     if ls.name not in model.layers:
         raise spec_error(spec, where, unknown("layer", ls.name, model.layers) + " (see `visfeat layers MODEL`)")
     info = model.layers[ls.name]
@@ -169,7 +168,7 @@ def _layer_units(spec: GallerySpec, i: int, ls: LayerSpec, model) -> Section:
         except VisfeatError as e:
             raise spec_error(spec, ("layers", i), str(e)) from e
     tokens = "cls" if ls.at == "cls" else "all"
-    return Section(ls.name, ls.name, "token" if token else "channel", units, ls.render, tokens, line=ls.line)
+    return Section(ls.name, ls.name, "token" if token else "channel", units, ls.render, tokens)
 
 
 def _sae_units(spec: GallerySpec, i: int, s: SAESpec, model) -> tuple[Section, int]:
@@ -194,7 +193,7 @@ def _sae_units(spec: GallerySpec, i: int, s: SAESpec, model) -> tuple[Section, i
     idx = _indices(spec, ("saes", i, "latents"), s.latents, d_sae)
     name = f"sae-{s.name}"
     units = tuple(GUnit(str(j), f"{s.layer}/{s.name}:{j}", j, f"latent {j}") for j in idx)
-    return Section(name, s.layer, "latent", units, s.render, "all", s.name, s.line), d_sae
+    return Section(name, s.layer, "latent", units, s.render, "all", s.name), d_sae
 
 
 def make_plan(spec: GallerySpec, model) -> Plan:
@@ -226,7 +225,7 @@ def make_plan(spec: GallerySpec, model) -> Plan:
                 u.validate(model)
         except VisfeatError as e:
             raise spec_error(spec, ("circuits", i, "unit"), str(e)) from e
-    images_key = recipe_key({"folder": spec.images, "n": spec.n_images, "size": _image_size(model)})
+    images_key = recipe_key({"folder": spec.images, "n": spec.n_images, "size": image_size(model)})
     base = {"model": fp, "visfeat": __version__}
     jobs: list[Job] = []
     sae_keys = {}
@@ -290,5 +289,6 @@ def _order_key(sections: list[Section], sec: Section) -> list:
     return [[s.name, s.layer, [u.index for u in s.units]] for s in sections]
 
 
-def _image_size(model) -> int:
+def image_size(model) -> int:
+    """The side of the square images the model's dataset examples and SAEs read (224 for a model without one)."""
     return model.spec.size[0] if model.spec.size else 224

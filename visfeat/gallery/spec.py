@@ -64,7 +64,6 @@ class LayerSpec:
     units: object = "all"
     at: str | None = None  # token layers: cls | mean | patch=r,c (the token selector of every unit)
     render: RenderSettings = field(default_factory=RenderSettings)
-    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,6 @@ class SAESpec:
     epochs: float = 2.0
     images: int = 400  # embedded training crops
     render: RenderSettings = field(default_factory=RenderSettings)
-    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,6 @@ class CircuitSpec:
     k: int = 3
     width: int | None = None
     name: str = ""
-    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -291,9 +288,7 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
         if not isinstance(units, (str, int, list)):
             c.fail((*p, "units"), f'expected "all", a range "0-31", or a list, got {type(units).__name__}')
         settings = c.render(c.table(row, "render", p), base, (*p, "render"))
-        layers.append(
-            LayerSpec(c.typed(row, "name", str, p), units, c.typed(row, "at", str, p), settings, c.lines.of(p))
-        )
+        layers.append(LayerSpec(c.typed(row, "name", str, p), units, c.typed(row, "at", str, p), settings))
     saes = []
     for i, row in enumerate(raw.get("saes", [])):
         p = ("saes", i)
@@ -314,7 +309,6 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
                 c.typed(row, "variant", str, p, "topk"),
                 epochs=float(c.typed(row, "epochs", (int, float), p, 2.0)),
                 render=c.render(c.table(row, "render", p), base, (*p, "render")),
-                line=c.lines.of(p),
                 **ints,
             )
         )
@@ -323,7 +317,7 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
         p = ("circuits", i)
         c.keys(row, _CIRCUIT, p)
         if "unit" not in row or "from" not in row:
-            c.fail(p, 'every [[circuits]] entry needs unit = "logit:sports car" and from = ["bn2", "blocks.6"]')
+            c.fail(p, 'every [[circuits]] entry needs unit = "logit:sports_car" and from = ["bn2", "blocks.6"]')
         src = row["from"]
         src = [src] if isinstance(src, str) else src
         if not isinstance(src, list) or not src or not all(isinstance(s, str) for s in src):
@@ -336,7 +330,6 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
                 c.typed(row, "k", int, p, 3),
                 c.typed(row, "width", int, p),
                 c.typed(row, "name", str, p) or re.sub(r"[^A-Za-z0-9]+", "-", unit).strip("-").lower(),
-                c.lines.of(p),
             )
         )
     if not layers and not saes and not circuits:
