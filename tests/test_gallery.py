@@ -149,9 +149,10 @@ def test_incremental_rebuild_renders_only_the_layer_whose_recipe_changed(built, 
 # --- resume after kill -9 ----------------------------------------------------------------------------------
 
 
-def _cli(spec: Path, out: Path) -> subprocess.Popen:
+def _cli(spec: Path, out: Path, importtime: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "visfeat.cli", "gallery", "build", str(spec), "-o", str(out), "--no-progress"]
+    python = [sys.executable, "-X", "importtime"] if importtime else [sys.executable]
+    cmd = python + ["-m", "visfeat.cli", "gallery", "build", str(spec), "-o", str(out), "--no-progress"]
     return subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -174,8 +175,12 @@ def test_killed_build_resumes_with_only_the_missing_units_and_equals_an_uninterr
     resumed = int(out.split("units rendered ")[1].split(",")[0])
     reused = int(out.split("reused ")[1].split()[0])
     assert reused + resumed == total and 0 < resumed < total
-    fresh = _cli(spec, tmp_path / "fresh")
-    assert fresh.communicate(timeout=300)[0] and fresh.returncode == 0
+    fresh = _cli(spec, tmp_path / "fresh", importtime=True)
+    out, imports = fresh.communicate(timeout=300)
+    assert out and fresh.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in imports.splitlines() if line.startswith("import time:")}
+    assert "visfeat.gallery.executors" in imported  # -X importtime lists every module imported...
+    assert not {m for m in imported if m == "ray" or m.startswith("ray.")}  # ...and without --ray, Ray is not
     a, b = _site_files(site), _site_files(tmp_path / "fresh")
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
@@ -216,7 +221,7 @@ at = "cls"
     assert (tmp_path / "site" / "dinov2_vits14_imgfocus" / "blocks.9.mlp.act" / "1000_mean.html").is_file()
 
 
-@pytest.mark.parametrize("name", ["demo", "inceptionv1", "dinov2"])
+@pytest.mark.parametrize("name", ["demo", "inceptionv1", "inceptionv1-full", "dinov2"])
 def test_shipped_specs_validate_against_their_models(name):
     from dataclasses import replace
 
@@ -225,10 +230,12 @@ def test_shipped_specs_validate_against_their_models(name):
     from visfeat.gallery.plan import make_plan
 
     spec = load_spec(Path(__file__).parents[1] / "gallery" / f"{name}.toml")
-    if name == "inceptionv1":
+    if name.startswith("inceptionv1"):
         spec = replace(spec, pretrained=False)  # its weights are a download; the layer catalogue is the same
     plan = make_plan(spec, load_gallery_model(spec, "cpu"))
     assert plan.by_stage("render") and all(s.units for s in plan.sections)
+    if name == "inceptionv1-full":  # the whole model: every channel of mixed3a...mixed5b
+        assert sum(len(s.units) for s in plan.sections) == 5484
     if name == "demo":  # what the README promises: a whole layer, four or more layers, ten classes, an SAE, a circuit
         sections = {s.name: s for s in plan.sections}
         assert len(sections["blocks.0"].units) == 16 and len([s for s in plan.sections if s.kind == "channel"]) >= 4

@@ -182,25 +182,58 @@ def image_dataset(images: str | Path | None = None, size: int = 224, n: int = 10
     return FolderImages(images, size)
 
 
-def iter_batches(dataset, batch_size: int, start: int = 0, stop: int | None = None):
+class _Readable(torch.utils.data.Dataset):
+    """``dataset[i]`` as ``(i, image, None)``, or ``(i, None, error)`` for an item that cannot be read."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.dataset[i], None
+        except VisfeatError as e:
+            return i, None, str(e)
+
+
+def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[str]]:
+    """A worker's batch: the readable items' indices and stacked images (None if none), and the errors."""
+    read = [(i, img) for i, img, _ in items if img is not None]
+    images = torch.stack([img for _, img in read]) if read else None
+    return [i for i, _ in read], images, [err for _, _, err in items if err is not None]
+
+
+def _read_batches(dataset, ranges: list[range], workers: int):
+    """``(indices, images or None, errors)`` per range of indices: read here, or by ``workers`` processes."""
+    items = _Readable(dataset)
+    if workers == 0:
+        for r in ranges:
+            yield _collate([items[i] for i in r])
+        return
+    yield from torch.utils.data.DataLoader(
+        items, batch_sampler=[list(r) for r in ranges], num_workers=workers, collate_fn=_collate
+    )
+
+
+def iter_batches(dataset, batch_size: int, start: int = 0, stop: int | None = None, workers: int = 0):
     """Yield ``(indices, images [B, 3, S, S])`` over ``dataset[start:stop]``; unreadable items are skipped.
 
-    Raises VisfeatError if no item at all could be read.
+    ``workers`` > 0 decodes the images in that many processes (a ``DataLoader``), so that a GPU is not kept
+    waiting on the decoding; the batches are the same. Raises VisfeatError if no item at all could be read.
     """
+    if workers < 0:
+        raise VisfeatError(f"workers must be 0 (read in this process) or more, got {workers}")
     stop = len(dataset) if stop is None else min(stop, len(dataset))
+    ranges = [range(b, min(b + batch_size, stop)) for b in range(start, stop, batch_size)]
     read_any = False
     errors: list[str] = []
-    for b in range(start, stop, batch_size):
-        idx, imgs = [], []
-        for i in range(b, min(b + batch_size, stop)):
-            try:
-                imgs.append(dataset[i])
-                idx.append(i)
-            except VisfeatError as e:
-                errors.append(str(e))
-        if imgs:
+    for idx, imgs, errs in _read_batches(dataset, ranges, workers):
+        errors += errs
+        if idx:
             read_any = True
-            yield idx, torch.stack(imgs)
+            yield idx, imgs
     if not read_any and stop > start:
         raise VisfeatError(
             f"none of the {stop - start} images in {getattr(dataset, 'label', 'the dataset')} could be read; "

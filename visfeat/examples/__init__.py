@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,7 +425,8 @@ def _stream(model, dataset, targets: dict[str, Target], states: dict[str, Exampl
         desc = f"examples {next(iter(targets.values())).layer}" if len(targets) == 1 else f"examples x{len(targets)}"
         bar = tqdm(total=len(dataset), initial=start, desc=desc, unit="img")
     try:
-        for nb, (idx, images) in enumerate(iter_batches(dataset, opts["batch_size"], start=start)):
+        batches = iter_batches(dataset, opts["batch_size"], start=start, workers=opts["workers"])
+        for nb, (idx, images) in enumerate(batches):
             ids = torch.tensor(idx)
             with torch.no_grad():
                 acts = _forward(model, images, layers)
@@ -459,6 +461,7 @@ def dataset_examples_many(
     sample_size: int = SAMPLE_SIZE,
     predictions: bool | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Examples]:
     """Dataset examples of several targets (layers, SAEs, ``"logits"``) in one pass over ``dataset``.
 
@@ -470,7 +473,8 @@ def dataset_examples_many(
     has class labels) records each image's top-1 class and probability (``Examples.prediction``); it
     needs the full forward pass. Each target with a cache is saved every ``checkpoint_every`` batches
     and at the end; a rerun resumes from the smallest saved point, skipping what each target already
-    has (a finished target is read back at once).
+    has (a finished target is read back at once). ``workers``: processes decoding the images (the same
+    results); default 0 for a model off CUDA, ``min(8, cpu count)`` on CUDA, where decoding would idle the GPU.
     """
     from ..data import image_dataset
     from ..models import load_model
@@ -482,6 +486,10 @@ def dataset_examples_many(
             raise VisfeatError(f"{what} must be at least {least}, got {value}")
     if sample_size < 0:
         raise VisfeatError(f"sample_size must be 0 (no sample) or more, got {sample_size}")
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
+    if workers < 0:
+        raise VisfeatError(f"workers must be 0 (decode in this process) or more, got {workers}")
     predictions = model.labels is not None if predictions is None else bool(predictions)
     size = model.spec.size[0] if model.spec.size else 224
     if dataset is None or isinstance(dataset, (str, Path)):
@@ -505,7 +513,12 @@ def dataset_examples_many(
     results |= _start(model, new, first, keys, k, sample_size)
     pending = {name: ex for name, ex in results.items() if not ex.meta["complete"]}
     if pending:
-        opts = {"batch_size": batch_size, "checkpoint_every": checkpoint_every, "progress": progress}
+        opts = {
+            "batch_size": batch_size,
+            "checkpoint_every": checkpoint_every,
+            "progress": progress,
+            "workers": workers,
+        }
         _stream(model, dataset, {name: targets[name] for name in pending}, pending, predictions, opts)
     return results
 

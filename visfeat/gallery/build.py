@@ -31,10 +31,12 @@ class BuildReport:
     units_reused: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     files_written: int = 0
+    workers: int = 1  # processes that ran the jobs (Ray worker actors, or this one)
+    retried: int = 0  # jobs handed to another worker after theirs died
 
 
 def load_gallery_model(spec: GallerySpec, device: str | None = None):
-    """The spec's model on ``device`` (default: CUDA when available)."""
+    """The spec's model on ``device`` (default: CUDA when available; there channels-last, cuDNN's fast layout)."""
     from ..models import load_model
 
     kwargs = {}
@@ -43,7 +45,7 @@ def load_gallery_model(spec: GallerySpec, device: str | None = None):
     if not spec.pretrained:
         kwargs["pretrained"] = False
     model = load_model(spec.model, **kwargs)
-    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).channels_last()
 
 
 def _cost(plan: Plan, job: Job) -> float:
@@ -66,23 +68,43 @@ def build_gallery(
     device: str | None = None,
     progress: bool = True,
     model=None,
+    threads: int | None = None,
+    ray: bool | str = False,
+    workers: int | None = None,
 ) -> BuildReport:
-    """Build the site for ``spec`` into ``out``; only the jobs whose results are not stored run."""
+    """Build the site for ``spec`` into ``out``; only the jobs whose results are not stored run.
+
+    ``threads``: torch CPU threads per job (fixed, so that builds on different executors write the same bytes).
+    ``ray``: run the jobs on Ray worker actors: True (``RAY_ADDRESS``, else a local cluster) or a cluster
+    address; ``out`` must then be storage that every worker sees. ``workers``: how many (default: one per GPU,
+    else one per ``threads`` CPUs). This process then only plans and writes pages, on the CPU.
+    """
     from ..data import image_dataset
     from ..images import check_writable
-    from .jobs import Context, run_job
+    from .executors import Local, RayPool
+    from .jobs import Context
     from .pages import write_site
 
     spec = spec if isinstance(spec, GallerySpec) else load_spec(spec)
     out = Path(out)
     check_writable(out)
-    model = model or load_gallery_model(spec, device)
+    model = model or load_gallery_model(spec, "cpu" if ray is not False and device is None else device)
     plan = make_plan(spec, model)  # every spec error is raised here, before anything is written
     size = image_size(model)
     dataset = image_dataset(spec.images, size=size, n=spec.n_images)  # no photos or images: an error, too
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / CACHE)
     store.sweep()
+    pool = None
+    if ray is not False:
+        address = ray if isinstance(ray, str) else None
+        pool = RayPool(spec, out, plan.fingerprint, address=address, workers=workers, threads=threads, device=device)
+        if pool.gpus:  # "auto" settings resolved on a worker's GPU, not on this process's CPU
+            try:
+                plan = make_plan(spec, model, resolve=pool.resolve)
+            except BaseException:
+                pool.close()
+                raise
     ctx = Context(plan, model, store, dataset)
     report = BuildReport(out / "index.html", plan)
     todo = [j for j in plan.jobs if not store.done(j.stage, j.key)]
@@ -97,14 +119,17 @@ def build_gallery(
         ticked[0] += work
         bar.update(work)
 
-    ctx.tick = tick if bar is not None else None
+    def describe(text: str) -> None:
+        if bar is not None:
+            bar.set_description(text)
+
+    ctx.tick = tick if bar is not None and pool is None else None  # Ray: progress per finished job
+    runner = pool or Local(ctx, threads)
     try:
         for stage in STAGES:
             start = time.perf_counter()
-            for job in (j for j in todo if j.stage == stage):
-                if bar is not None:
-                    bar.set_description(f"{stage} {job.section}".strip())
-                run_job(ctx, job)
+            jobs = [j for j in todo if j.stage == stage]
+            for job, _ in runner.run(jobs, started=describe) if jobs else ():
                 report.ran[stage] = report.ran.get(stage, 0) + 1
                 if stage == "render":
                     report.units_rendered += job.size
@@ -112,6 +137,10 @@ def build_gallery(
                     bar.update(_cost(plan, job) - ticked[0])  # what the job did not report as it ran
                 ticked[0] = 0.0
             report.seconds[stage] = time.perf_counter() - start
+        if pool is not None:
+            report.workers, report.retried = len(pool.workers) or 1, pool.lost
+            report.seconds["ray workers start"] = pool.start_seconds  # inside the first stage's seconds
+        runner.close()  # the workers are done: the pages are written here
         start = time.perf_counter()
         if bar is not None:
             bar.set_description("writing pages")
@@ -119,6 +148,7 @@ def build_gallery(
         report.seconds["writing"] = time.perf_counter() - start
         report.files_written = written["written"]
     finally:
+        runner.close()
         if bar is not None:
             bar.close()
     return report

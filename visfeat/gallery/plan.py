@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -196,8 +196,83 @@ def _sae_units(spec: GallerySpec, i: int, s: SAESpec, model) -> tuple[Section, i
     return Section(name, s.layer, "latent", units, s.render, "all", s.name), d_sae
 
 
-def make_plan(spec: GallerySpec, model) -> Plan:
-    """Validate ``spec`` against ``model`` and list every job (no results are computed)."""
+#: ``batch_size = "auto"`` off CUDA: the batch every CPU gallery was keyed with before "auto" existed.
+CPU_BATCH = 32
+#: The largest batch "auto" picks on CUDA, and the share of free memory it may fill.
+MAX_BATCH, MEMORY_SHARE = 512, 0.8
+
+
+def fit_batch(free: float, per_image: float, fixed: float, images_per_unit: int, cap: int = MAX_BATCH) -> int:
+    """The largest power-of-two batch of units (at most ``cap``) whose renders fit in ``MEMORY_SHARE`` of
+    ``free`` bytes, given each image's bytes (all its views) and the bytes that do not grow with the batch.
+    A power of two (a multiple of 8 from 8 up), so a little more or less free memory rarely changes the
+    batch, and with it the keys of every render job."""
+    room = MEMORY_SHARE * free - fixed
+    units = int(room // (max(per_image, 1.0) * max(images_per_unit, 1))) if room > 0 else 0
+    return 1 << (min(max(units, 1), cap).bit_length() - 1)
+
+
+def auto_batch_size(model, settings: RenderSettings, unit: str, probe: int = 8) -> int:
+    """The batch of units for ``batch_size = "auto"`` on CUDA: the peak memory of one render step of ``unit``
+    at ``probe // 2`` and ``probe`` images (times ``views``) gives the bytes per image and the fixed bytes; the
+    batch is the largest that fits, counting the diverse render's ``max(2, diverse)`` images per unit."""
+    from ..render import default_param, render
+    from .jobs import diverse_images
+
+    dev = model.device
+    peaks = []
+    for n in (probe // 2, probe):
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        try:
+            render(
+                model,
+                [unit] * n,
+                param=default_param(model),
+                steps=1,
+                views=settings.views,
+                amp=settings.amp,
+                preact=settings.preact,
+                progress=False,
+            )
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return 1
+        torch.cuda.synchronize(dev)
+        peaks.append(torch.cuda.max_memory_allocated(dev) - base)
+    torch.cuda.empty_cache()  # cached blocks count as used in mem_get_info
+    per_image = max(peaks[1] - peaks[0], 1) / (probe - probe // 2)  # one image of a unit, all its views
+    fixed = max(0.0, peaks[1] - per_image * probe)
+    free, _ = torch.cuda.mem_get_info(dev)
+    return fit_batch(free, per_image, fixed, max(1, diverse_images(settings)))
+
+
+def resolve_settings(model, settings: RenderSettings, unit: str | None = None) -> RenderSettings:
+    """``settings`` with ``"auto"`` resolved for the model's device, so recipes and keys hold what runs:
+    amp is bf16 on CUDA (where supported), else None; batch_size is :func:`auto_batch_size` of ``unit`` on
+    CUDA, else (or without a unit) ``CPU_BATCH``."""
+    cuda = model.device.type == "cuda"
+    if settings.amp == "auto":
+        settings = replace(settings, amp="bf16" if cuda and torch.cuda.is_bf16_supported() else None)
+    if settings.batch_size == "auto":
+        size = auto_batch_size(model, settings, unit) if cuda and unit else CPU_BATCH
+        settings = replace(settings, batch_size=size)
+    return settings
+
+
+def _probe_unit(model, sec: Section) -> str:
+    """A unit whose render costs what the section's do (an SAE's latents: a channel of its layer)."""
+    if sec.kind != "latent":
+        return sec.units[0].unit
+    return f"{sec.layer}:0" + ("@mean" if model.layers[sec.layer].layout == "tokens" else "")
+
+
+def make_plan(spec: GallerySpec, model, resolve=None) -> Plan:
+    """Validate ``spec`` against ``model`` and list every job (no results are computed). ``resolve(model,
+    settings, unit)`` turns ``"auto"`` render settings into values (default :func:`resolve_settings` on the
+    model's device; a Ray build resolves them on a worker's GPU)."""
+    resolve = resolve or resolve_settings
     fp = fingerprint(model)
     sections: list[Section] = []
     for i, ls in enumerate(spec.layers):
@@ -225,6 +300,7 @@ def make_plan(spec: GallerySpec, model) -> Plan:
                 u.validate(model)
         except VisfeatError as e:
             raise spec_error(spec, ("circuits", i, "unit"), str(e)) from e
+    sections = [replace(sec, settings=resolve(model, sec.settings, _probe_unit(model, sec))) for sec in sections]
     images_key = recipe_key({"folder": spec.images, "n": spec.n_images, "size": image_size(model)})
     base = {"model": fp, "visfeat": __version__}
     jobs: list[Job] = []
@@ -278,7 +354,7 @@ def make_plan(spec: GallerySpec, model) -> Plan:
             "from": c.sources,
             "k": c.k,
             "width": c.width,
-            "settings": spec.render.recipe(),
+            "settings": resolve(model, spec.render).recipe(),
         }
         jobs.append(Job("circuits", recipe_key(recipe), c.name, extra={"circuit": c}))
     return Plan(spec, model.name, _slug(model.name), fp, images_key, sections, jobs)

@@ -38,12 +38,12 @@ class RenderSettings:
     views: int = 1  # random transforms per image and step, averaged
     lr_schedule: str = "constant"  # constant | cosine
     seed: int = 0
-    batch_size: int = 32  # units optimized together
+    batch_size: int | str = "auto"  # units optimized together; "auto": 32 on CPU, from free memory on CUDA
     diverse: int = 2  # extra images per unit pushed apart by the diversity objective (0: none)
     diversity_weight: float = 0.5
     negative: bool = False  # also render the image that minimizes the unit
     preact: bool = True  # units ending in a flattening nonlinearity are optimized before it
-    amp: str | None = None  # bf16 | fp16 on CUDA
+    amp: str | None = "auto"  # auto (bf16 on CUDA, none elsewhere) | bf16 | fp16 | none
 
     @property
     def label(self) -> str:
@@ -119,11 +119,13 @@ _LAYER = {"name", "units", "at", "render"}
 _SAE = {"layer", "name", "latents", "path", "variant", "expansion", "k", "epochs", "images", "render"}
 _CIRCUIT = {"unit", "from", "k", "width", "name"}
 _RENDER = {f.name for f in fields(RenderSettings)}
-#: The TOML types each render key takes, from the defaults (a float key also takes an int; amp is a string).
+#: The TOML types each render key takes, from the defaults (a float key also takes an int; batch_size "auto").
 _RENDER_TYPES = {
     k: (int, float) if isinstance(v, float) else str if v is None else type(v)
     for k, v in vars(RenderSettings()).items()
-}
+} | {"batch_size": (int, str)}
+#: The values of ``amp`` a spec may give; ``none`` turns autocast off (stored as None, as before ``auto``).
+AMP_VALUES = ("auto", "bf16", "fp16", "none")
 
 
 class _Lines:
@@ -210,13 +212,18 @@ class _Checker:
                     + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                 )
             values = {"preset": preset, **PRESETS[preset]}
+        size = raw.get("batch_size", "auto")
+        if isinstance(size, bool) or not (isinstance(size, int) or size == "auto"):
+            self.fail((*path, "batch_size"), f'must be a number of units (at least 1) or "auto", got {size!r}')
         for name, kind in _RENDER_TYPES.items():
             if name in raw and name != "preset":
                 value = self.typed(raw, name, kind, path)
                 values[name] = float(value) if kind == (int, float) else value  # lr = 1 and 1.0: one recipe
+        if values.get("amp") == "none":
+            values["amp"] = None
         out = replace(base, **values)
         for name in ("steps", "views", "batch_size"):
-            if getattr(out, name) < 1:
+            if isinstance(getattr(out, name), int) and getattr(out, name) < 1:
                 self.fail((*path, name), f"must be at least 1, got {getattr(out, name)}")
         if out.diverse < 0:
             self.fail((*path, "diverse"), f"must be 0 or more, got {out.diverse}")
@@ -224,8 +231,8 @@ class _Checker:
             self.fail((*path, "lr"), f"must be positive, got {out.lr}")
         if out.lr_schedule not in ("constant", "cosine"):
             self.fail((*path, "lr_schedule"), f"must be 'constant' or 'cosine', got {out.lr_schedule!r}")
-        if out.amp not in (None, "bf16", "fp16"):
-            self.fail((*path, "amp"), f"must be 'bf16' or 'fp16', got {out.amp!r}")
+        if out.amp not in (None, *AMP_VALUES):
+            self.fail((*path, "amp"), f"must be {', '.join(map(repr, AMP_VALUES[:-1]))} or 'none', got {out.amp!r}")
         return out
 
 

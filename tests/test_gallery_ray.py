@@ -1,0 +1,86 @@
+"""Gallery builds on Ray (``--ray``): worker actors on a local cluster inside a private network namespace with
+only loopback. A worker SIGKILLed mid-build has its job retried on another worker, a killed driver resumes
+from disk, and either way the site is byte-identical to a single-process build of the same spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gallery_model import spec_text
+
+from visfeat.gallery import build_gallery
+from visfeat.gallery.store import CACHE
+
+TESTS = Path(__file__).parent
+TOTAL_UNITS = 8 + 6 + 3 + 6 + 6  # the spec's layers 1, 3, 5, logits and SAE latents
+
+
+def _site_files(site: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(site).as_posix(): p.read_bytes()
+        for p in sorted(site.rglob("*"))
+        if p.is_file() and not p.relative_to(site).as_posix().startswith(CACHE)
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The spec and its single-process build (one torch thread per job, as the Ray workers use)."""
+    tmp = tmp_path_factory.mktemp("ray")
+    spec = tmp / "spec.toml"
+    spec.write_text(spec_text(steps=40))
+    sys.path.insert(0, str(TESTS))
+    try:
+        build_gallery(spec, tmp / "single", threads=1, progress=False)
+    finally:
+        sys.path.remove(str(TESTS))
+    return spec, _site_files(tmp / "single")
+
+
+def _scenario(name: str, spec: Path, site: Path) -> dict:
+    """Run ``ray_scenarios.py NAME`` in a new network namespace that has only loopback (needs root, as CI has)."""
+    netns = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
+    cmd = netns + [sys.executable, str(TESTS / "ray_scenarios.py"), name, str(spec), str(site)]
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "RAY_USAGE_STATS_ENABLED": "0"}
+    run = subprocess.run(cmd, cwd=TESTS, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _assert_loopback_only(addresses: list[str]) -> None:
+    assert addresses, "no Ray process listened"
+    assert all(a.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")) for a in addresses), addresses
+
+
+def _assert_same_site(site: Path, reference: dict[str, bytes]) -> None:
+    files = _site_files(site)
+    assert files.keys() == reference.keys()
+    assert [k for k in files if files[k] != reference[k]] == []  # same pages, same PNG bytes
+    assert not [p for p in site.rglob(".*") if p.is_file()]  # no temporary file left behind
+
+
+def test_a_worker_killed_mid_build_is_replaced_and_the_site_equals_a_single_process_build(reference, tmp_path):
+    spec, single = reference
+    result = _scenario("kill-worker", spec, tmp_path / "site")
+    _assert_loopback_only(result["listening"])
+    _assert_loopback_only(result["killed"]["listening"])  # the workers, too, mid-build
+    assert result["workers"] == 2
+    assert result["killed"]["pid"] and result["retried"] >= 1  # a job really was lost with its worker
+    _assert_same_site(tmp_path / "site", single)
+
+
+def test_a_killed_driver_is_restarted_and_resumes_from_disk(reference, tmp_path):
+    spec, single = reference
+    result = _scenario("kill-driver", spec, tmp_path / "site")
+    _assert_loopback_only(result["listening"])
+    out = result["second"]
+    rendered = int(out.split("units rendered ")[1].split(",")[0])
+    reused = int(out.split("reused ")[1].split()[0])
+    assert result["renders_at_kill"] >= 3 and reused > 0  # the restart kept what the killed driver finished
+    assert rendered + reused == TOTAL_UNITS and rendered > 0
+    _assert_same_site(tmp_path / "site", single)

@@ -1,0 +1,247 @@
+"""Executors: who runs a build's jobs. :class:`Local` runs them one after another in this process;
+:class:`RayPool` runs the very same :class:`~visfeat.gallery.plan.Job` objects on long-lived Ray worker actors.
+
+Both yield ``(job, record)`` as jobs finish, and neither returns images: a job writes its files into the
+store itself (:func:`visfeat.gallery.jobs.run_job`), so with Ray the site folder must be storage that every
+worker sees (one machine, NFS, a bucket mount). Ray is imported only when a :class:`RayPool` is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import VisfeatError
+from .jobs import Context, run_job
+from .plan import Job
+
+MAX_ATTEMPTS = 3  # a job whose worker died is retried on another worker, at most this many times in all
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run with ``threads`` torch CPU threads (None: leave as is). CPU sums depend on the thread count, so a
+    build fixes it per job and a Ray worker computes the same bytes as a single-process build."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class Local:
+    """Jobs one after another in this process, on the build's own model."""
+
+    ctx: Context
+    threads: int | None = None
+
+    def run(self, jobs: Iterable[Job], started=None) -> Iterator[tuple[Job, dict]]:
+        for job in jobs:
+            if started is not None:
+                started(f"{job.stage} {job.section}".strip())
+            with torch_threads(self.threads):
+                yield job, run_job(self.ctx, job)
+
+    def close(self) -> None:
+        pass
+
+
+class GalleryWorker:
+    """A Ray actor's state: the spec's model, loaded once per process (a restarted actor loads it again from
+    the spec, never from weights sent through the object store), with the plan and store of the build."""
+
+    def __init__(self, spec, out: str, device: str | None, threads: int | None, fingerprint: str):
+        from ..data import image_dataset
+        from .build import load_gallery_model
+        from .plan import image_size, make_plan
+        from .store import CACHE, Store
+
+        self.threads = threads
+        with torch_threads(threads):
+            model = load_gallery_model(spec, device)
+            plan = make_plan(spec, model)
+        if plan.fingerprint != fingerprint:
+            raise VisfeatError(
+                f"the worker on {socket.gethostname()} loaded different weights for {spec.model} "
+                f"(fingerprint {plan.fingerprint}, the driver's {fingerprint}); give every machine the same "
+                "weights file (weights = a path on shared storage)"
+            )
+        dataset = image_dataset(spec.images, size=image_size(model), n=spec.n_images)
+        self.ctx = Context(plan, model, Store(Path(out) / CACHE), dataset)
+
+    def where(self) -> dict:
+        """Host, process id and device of this worker (for logs and tests)."""
+        return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.ctx.model.device)}
+
+    def resolve(self, settings, unit: str | None = None):
+        """``settings`` with ``"auto"`` resolved for this worker's device (see :meth:`RayPool.resolve`)."""
+        from .plan import resolve_settings
+
+        return resolve_settings(self.ctx.model, settings, unit)
+
+    def run(self, job: Job) -> dict:
+        """Run one job (its files go to the store); returns its small record."""
+        with torch_threads(self.threads):
+            return run_job(self.ctx, job)
+
+
+def ray_address(address: str | None) -> str:
+    """``--ray ADDRESS``, else ``RAY_ADDRESS``, else ``"local"`` (a cluster on this machine, started here)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise VisfeatError("--ray needs Ray: pip install 'visfeat[ray]' (on every machine of the cluster)") from e
+    return ray
+
+
+class RayPool:
+    """Long-lived worker actors on a Ray cluster: one per GPU when the cluster has GPUs, else one per
+    ``threads`` CPUs. Jobs are handed out with ``ray.wait``, at most ``depth`` queued per worker, and results
+    are yielded as they arrive; a job whose worker died is retried on another worker."""
+
+    def __init__(
+        self,
+        spec,
+        out: Path,
+        fingerprint: str,
+        *,
+        address: str | None = None,
+        workers: int | None = None,
+        threads: int | None = None,
+        device: str | None = None,
+        depth: int = 2,
+        log=None,
+    ):
+        ray = _import_ray()
+        self.ray, self.depth, self.log = ray, depth, log or (lambda msg: print(msg, file=sys.stderr))
+        self.started = False
+        if not ray.is_initialized():
+            address = ray_address(address)
+            local = {}
+            if address == "local":  # a cluster of this machine: no dashboard, no usage statistics
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                local = {"include_dashboard": False}
+            env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+            try:
+                ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env}, **local)
+            except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as e:
+                raise VisfeatError(
+                    f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}. Is it up "
+                    "(`ray status`)? A cluster with token authentication needs RAY_AUTH_MODE=token here too "
+                    "(docs/scale.md)"
+                ) from None
+            self.started = True
+        res = ray.cluster_resources()
+        self.gpus = 0 if device == "cpu" else int(res.get("GPU", 0))
+        if self.gpus:
+            self.options, n = {"num_gpus": 1, "num_cpus": 1}, self.gpus
+        else:
+            threads = threads or 1
+            self.options, n = {"num_cpus": threads}, max(1, int(res.get("CPU", 1)) // threads)
+        self.size = min(workers or n, n) if self.gpus else (workers or n)
+        self.threads, self.spec, self.out, self.fingerprint = threads, spec, str(Path(out).resolve()), fingerprint
+        self.workers: list = []
+        self.lost = 0  # jobs whose worker died under them (each was handed to another worker)
+        self.start_seconds = 0.0  # starting the workers: each process up, its model loaded
+
+    def _start(self) -> None:
+        """Start the worker actors (once): each loads the model; errors loading it surface here."""
+        if self.workers:
+            return
+        ray, start = self.ray, time.perf_counter()
+        actor = ray.remote(max_restarts=-1, max_task_retries=0, **self.options)(GalleryWorker)
+        device = "cuda" if self.gpus else "cpu"
+        self.workers = [
+            actor.remote(self.spec, self.out, device, self.threads, self.fingerprint) for _ in range(self.size)
+        ]
+        try:
+            hosts = {w["host"] for w in self.where()}
+        except ray.exceptions.RayActorError as e:
+            self.close()
+            raise VisfeatError(f"a Ray worker could not start: {e}") from None
+        self.start_seconds = time.perf_counter() - start
+        n, each = self.size, "1 GPU" if self.gpus else f"{self.threads} CPU thread{'s' * (self.threads != 1)}"
+        self.log(f"ray: {n} worker{'s' * (n != 1)} on {len(hosts)} machine{'s' * (len(hosts) != 1)}, {each} each")
+
+    def resolve(self, model, settings, unit: str | None = None):
+        """Render settings with ``"auto"`` resolved on a worker's device (a GPU's free memory, bf16), for the
+        driver's plan: the driver's own model is on the CPU. Called by :func:`visfeat.gallery.plan.make_plan`."""
+        self._start()
+        return self.ray.get(self.workers[0].resolve.remote(settings, unit))
+
+    def where(self) -> list[dict]:
+        """Where each worker runs (waits for every worker to have loaded the model)."""
+        return self.ray.get([w.where.remote() for w in self.workers])
+
+    def run(self, jobs: Iterable[Job], started=None) -> Iterator[tuple[Job, dict]]:
+        self._start()
+        ray = self.ray
+        jobs = list(jobs)
+        if started is not None and jobs:
+            started(f"{jobs[0].stage} on {len(self.workers)} workers")
+        pending = deque(jobs)
+        failed_on: dict[str, set[int]] = {}  # job key -> workers it died on
+        attempts: dict[str, int] = {}
+        queued = {i: 0 for i in range(len(self.workers))}
+        flight: dict = {}  # ref -> (job, worker index)
+        while pending or flight:
+            for job in list(pending):  # hand out jobs: each to a worker with room that it has not died on
+                free = [i for i in queued if queued[i] < self.depth and i not in failed_on.get(job.key, ())]
+                if not free and not flight:  # nothing else will free up: any worker, even one it died on
+                    free = [i for i in queued if queued[i] < self.depth]
+                if not free:
+                    continue
+                i = min(free, key=lambda k: queued[k])
+                pending.remove(job)
+                flight[self.workers[i].run.remote(job)] = (job, i)
+                queued[i] += 1
+            ready, _ = ray.wait(list(flight), num_returns=1)
+            for ref in ready:
+                job, i = flight.pop(ref)
+                queued[i] -= 1
+                try:
+                    record = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    failed_on.setdefault(job.key, set()).add(i)
+                    attempts[job.key] = attempts.get(job.key, 0) + 1
+                    self.lost += 1
+                    if attempts[job.key] >= MAX_ATTEMPTS:
+                        raise VisfeatError(f"{_name(job)} lost its worker {MAX_ATTEMPTS} times; last: {e}") from e
+                    self.log(f"ray: worker {i} died; its {_name(job)} goes to another worker")
+                    pending.appendleft(job)
+                    continue
+                except ray.exceptions.RayTaskError as e:
+                    raise e.as_instanceof_cause() from None  # the job's own error (a bad spec value, NaNs)
+                yield job, record
+
+    def close(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                self.ray.kill(w)
+        self.workers = []
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+
+def _name(job: Job) -> str:
+    units = f" {job.slugs[0]}..{job.slugs[-1]}" if job.slugs else ""
+    return f"{job.stage} job {job.section}{units}".replace("  ", " ")
