@@ -84,3 +84,32 @@ def test_a_killed_driver_is_restarted_and_resumes_from_disk(reference, tmp_path)
     assert result["renders_at_kill"] >= 3 and reused > 0  # the restart kept what the killed driver finished
     assert rendered + reused == TOTAL_UNITS and rendered > 0
     _assert_same_site(tmp_path / "site", single)
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch):
+    from visfeat.errors import VisfeatError
+    from visfeat.gallery.executors import RayPool
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(VisfeatError, match=r"pip install 'visfeat\[ray\]'"):
+        RayPool(None, Path("site"), "0" * 16)
+
+
+def test_a_worker_with_other_weights_than_the_driver_refuses_to_start(reference, tmp_path, monkeypatch):
+    from visfeat.errors import VisfeatError
+    from visfeat.gallery import load_spec
+    from visfeat.gallery.executors import GalleryWorker
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    spec = load_spec(reference[0])
+    with pytest.raises(VisfeatError, match="different weights.*shared storage"):
+        GalleryWorker(spec, str(tmp_path), "cpu", 1, "0" * 16)  # the fingerprint a driver with other weights sent
+
+
+def test_bad_worker_and_thread_counts_are_refused_before_any_work(reference, tmp_path, capsys):
+    from visfeat.cli import main
+
+    for flag in ("--workers", "--threads"):
+        assert main(["gallery", "build", str(reference[0]), "-o", str(tmp_path / "site"), flag, "0"]) != 0
+        assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "site").exists()

@@ -132,7 +132,7 @@ class RayPool:
     ):
         ray = _import_ray()
         self.ray, self.depth, self.log = ray, depth, log or (lambda msg: print(msg, file=sys.stderr))
-        self.started = False
+        self.started, self.workers = False, []
         if not ray.is_initialized():
             address = ray_address(address)
             local = {}
@@ -151,14 +151,16 @@ class RayPool:
             self.started = True
         res = ray.cluster_resources()
         self.gpus = 0 if device == "cpu" else int(res.get("GPU", 0))
+        if device == "cuda" and not self.gpus:
+            self.close()
+            raise VisfeatError("--device cuda, but the Ray cluster has no GPUs (see `ray status`); drop --device")
         if self.gpus:
             self.options, n = {"num_gpus": 1, "num_cpus": 1}, self.gpus
         else:
             threads = threads or 1
             self.options, n = {"num_cpus": threads}, max(1, int(res.get("CPU", 1)) // threads)
-        self.size = min(workers or n, n) if self.gpus else (workers or n)
+        self.size = min(workers or n, n)  # more would wait for resources the cluster does not have
         self.threads, self.spec, self.out, self.fingerprint = threads, spec, str(Path(out).resolve()), fingerprint
-        self.workers: list = []
         self.lost = 0  # jobs whose worker died under them (each was handed to another worker)
         self.start_seconds = 0.0  # starting the workers: each process up, its model loaded
 
