@@ -129,6 +129,8 @@ def build_gallery(
         for stage in STAGES:
             start = time.perf_counter()
             jobs = [j for j in todo if j.stage == stage]
+            if pool is not None:  # the costliest first, so that no worker is left with a long job at the end
+                jobs.sort(key=lambda j: _cost(plan, j), reverse=True)
             for job, _ in runner.run(jobs, started=describe) if jobs else ():
                 report.ran[stage] = report.ran.get(stage, 0) + 1
                 if stage == "render":
