@@ -1,6 +1,6 @@
 """Ray build overhead and recovery on a local cluster: the same spec built in one process and on Ray workers.
 
-    python benchmarks/gallery_ray.py [--units 24] [--steps 16] [--batch 4] [--netns]
+    python benchmarks/gallery_ray.py [--units 24] [--steps 16] [--batch 4] [--netns] [--figure PNG]
 
 The spec: ``--units`` channels of EfficientNet-Lite0's ``bn2`` (the embedded weights; the last feature layer,
 so its weights to the classes are one linear map), ``--steps`` render steps in batches of ``--batch``, no diverse
@@ -11,6 +11,7 @@ over (a), the cost of the workers' start (cluster up, model loaded), and for (d)
 Ray has restarted the worker (its model loaded again) and the wall time the kill added over (c). All sites are
 checked to be byte-identical. The cluster is ``ray.init(address="local")`` with 2 CPUs and no dashboard;
 ``--netns`` re-runs this script inside a private network namespace with only loopback (``unshare -n``, root).
+``--figure`` draws the timeline of (d) from ``BuildReport.timeline``: each worker's jobs, the kill, the restart.
 """
 
 from __future__ import annotations
@@ -63,6 +64,42 @@ def worker_pids(state: str = "") -> set[int]:
     return pids
 
 
+def draw_timeline(rows: list[dict], kill: dict, path: Path) -> None:
+    """Each worker's render jobs as bars (a worker runs its jobs one after another, so a job starts when it
+    was handed out or when the worker's previous job ended), lost jobs hatched, the kill and the restart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["job"].startswith("render")]
+    t0 = min(r["sent"] for r in rows)
+    fig, ax = plt.subplots(figsize=(9, 2.6), dpi=110)
+    busy: dict[int, float] = {}
+    for r in sorted(rows, key=lambda r: r["ended"]):
+        w, end = r["worker"], r["ended"] - t0
+        start = end - r["seconds"] if r["seconds"] is not None else max(r["sent"] - t0, busy.get(w, 0.0))
+        busy[w] = end
+        style = {"color": "#d9534f", "hatch": "//", "alpha": 0.6} if r["lost"] else {"color": "#4a7ab5"}
+        ax.barh(w, end - start, left=start, height=0.6, edgecolor="white", **style)
+        if end - start > 0.5:  # a job queued behind the lost one never ran: no bar to label
+            ax.text(start + (end - start) / 2, w, r["job"].split()[-1], ha="center", va="center", fontsize=7, color="w")
+    if "at" in kill:
+        ax.axvline(kill["at"] - t0, color="#d9534f", lw=1.5)
+        ax.text(kill["at"] - t0, 1.45, " SIGKILL", color="#d9534f", fontsize=8, va="top")
+        if "restarted" in kill:
+            ax.axvline(kill["at"] - t0 + kill["restarted"], color="#5cb85c", lw=1.5, ls="--")
+            ax.text(kill["at"] - t0 + kill["restarted"], 1.45, " restarted", color="#3d8b3d", fontsize=8, va="top")
+    ax.set_yticks(sorted(busy), [f"worker {w}" for w in sorted(busy)])
+    ax.set_ylim(-0.5, 1.5)
+    ax.set_xlabel("seconds into the render stage (hatched: a job lost with its worker, then run by the other)")
+    ax.set_title("Ray build, 2 workers, one SIGKILLed mid-render: render jobs (units) per worker", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def build(spec: Path, out: Path, **kw) -> tuple[float, object]:
     from visfeat.gallery import build_gallery
 
@@ -77,6 +114,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--netns", action="store_true", help="re-run inside a loopback-only network namespace")
+    ap.add_argument("--figure", default=None, help="draw the killed build's timeline into this PNG")
     args = ap.parse_args()
     if args.netns:
         argv = [a for a in sys.argv if a != "--netns"]
@@ -147,6 +185,9 @@ def main() -> None:
             )
         print(f"wall time the kill added: {killed_wall - two_wall:+.1f} s")
         print(f"all four sites byte-identical: {same}")
+        if args.figure:
+            draw_timeline(killed.timeline, kill, Path(args.figure))
+            print(f"timeline: {args.figure}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

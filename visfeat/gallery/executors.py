@@ -115,7 +115,8 @@ def _import_ray():
 class RayPool:
     """Long-lived worker actors on a Ray cluster: one per GPU when the cluster has GPUs, else one per
     ``threads`` CPUs. Jobs are handed out with ``ray.wait``, at most ``depth`` queued per worker, and results
-    are yielded as they arrive; a job whose worker died is retried on another worker."""
+    are yielded as they arrive. A job whose worker died is handed out again, to another live worker first; Ray
+    restarts the dead one, which takes jobs again once it answers (its model loaded)."""
 
     def __init__(
         self,
@@ -163,6 +164,12 @@ class RayPool:
         self.threads, self.spec, self.out, self.fingerprint = threads, spec, str(Path(out).resolve()), fingerprint
         self.lost = 0  # jobs whose worker died under them (each was handed to another worker)
         self.start_seconds = 0.0  # starting the workers: each process up, its model loaded
+        #: one row per job handed out: its name, worker, when it was handed out and when its result (or its
+        #: worker's death) arrived (``time.perf_counter()``), the seconds it ran, and whether it was lost
+        self.timeline: list[dict] = []
+        self._down: dict[int, tuple[float, float]] = {}  # restarting workers: when each died, when to ask next
+        self._probes: dict = {}  # ref -> worker: a restarting worker's first call, answered once it is back
+        self._gone: set[int] = set()  # workers Ray could not restart
 
     def _start(self) -> None:
         """Start the worker actors (once): each loads the model; errors loading it surface here."""
@@ -200,39 +207,79 @@ class RayPool:
         if started is not None and jobs:
             started(f"{jobs[0].stage} on {len(self.workers)} workers")
         pending = deque(jobs)
-        failed_on: dict[str, set[int]] = {}  # job key -> workers it died on
+        died_on: dict[str, set[int]] = {}  # job key -> workers that died running it
         attempts: dict[str, int] = {}
-        queued = {i: 0 for i in range(len(self.workers))}
-        flight: dict = {}  # ref -> (job, worker index)
+        queued = dict.fromkeys(range(len(self.workers)), 0)
+        flight: dict = {}  # ref -> (job, worker, when handed out)
         while pending or flight:
-            for job in list(pending):  # hand out jobs: each to a worker with room that it has not died on
-                free = [i for i in queued if queued[i] < self.depth and i not in failed_on.get(job.key, ())]
-                if not free and not flight:  # nothing else will free up: any worker, even one it died on
-                    free = [i for i in queued if queued[i] < self.depth]
-                if not free:
-                    continue
-                i = min(free, key=lambda k: queued[k])
-                pending.remove(job)
-                flight[self.workers[i].run.remote(job)] = (job, i)
-                queued[i] += 1
-            ready, _ = ray.wait(list(flight), num_returns=1)
+            now = time.perf_counter()
+            for i, (_, after) in list(self._down.items()):  # ask a restarting worker whether it is back
+                if after <= now and i not in self._probes.values():
+                    self._probes[self.workers[i].where.remote()] = i
+            self._hand_out(pending, queued, flight, set(self._down) | self._gone, died_on)
+            if not flight and not self._down:
+                raise VisfeatError("every Ray worker is gone (see `ray status`); run the build again to resume")
+            refs = [*flight, *self._probes]
+            ready = ray.wait(refs, num_returns=1, timeout=0.5 if self._down else None)[0] if refs else []
+            if not refs:
+                time.sleep(0.5)
             for ref in ready:
-                job, i = flight.pop(ref)
+                if ref in self._probes:
+                    self._answer(self._probes.pop(ref), ref)
+                    continue
+                job, i, sent = flight.pop(ref)
                 queued[i] -= 1
+                row = {"job": _name(job), "worker": i, "sent": sent, "seconds": None, "lost": False}
+                self.timeline.append(row)
                 try:
                     record = ray.get(ref)
-                except ray.exceptions.RayActorError as e:
-                    failed_on.setdefault(job.key, set()).add(i)
-                    attempts[job.key] = attempts.get(job.key, 0) + 1
+                    row.update(ended=time.perf_counter(), seconds=record.get("seconds"))
+                except ray.exceptions.RayActorError as e:  # died (or restarting): the job may or may not have run
+                    row.update(ended=time.perf_counter(), lost=True)
+                    died_on.setdefault(job.key, set()).add(i)
                     self.lost += 1
+                    attempts[job.key] = attempts.get(job.key, 0) + 1
                     if attempts[job.key] >= MAX_ATTEMPTS:
                         raise VisfeatError(f"{_name(job)} lost its worker {MAX_ATTEMPTS} times; last: {e}") from e
-                    self.log(f"ray: worker {i} died; its {_name(job)} goes to another worker")
+                    self._down.setdefault(i, (time.perf_counter(), 0.0))
+                    self.log(f"ray: worker {i} died; its {_name(job)} goes to another worker, or to it once restarted")
                     pending.appendleft(job)
                     continue
                 except ray.exceptions.RayTaskError as e:
                     raise e.as_instanceof_cause() from None  # the job's own error (a bad spec value, NaNs)
                 yield job, record
+
+    def _answer(self, i: int, ref) -> None:
+        """A restarting worker's answer: back (it takes jobs again), still restarting (ask again in a moment),
+        or gone for good (Ray could not restart it)."""
+        died, _ = self._down[i]
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.ActorUnavailableError:
+            self._down[i] = (died, time.perf_counter() + 0.25)
+            return
+        except self.ray.exceptions.RayActorError as e:
+            del self._down[i]
+            self._gone.add(i)
+            self.log(f"ray: worker {i} could not be restarted: {str(e).splitlines()[0]}")
+            return
+        del self._down[i]
+        self.log(f"ray: worker {i} is back, model loaded, {time.perf_counter() - died:.1f} s after it died")
+
+    def _hand_out(self, pending: deque, queued: dict, flight: dict, down: set[int], died_on: dict) -> None:
+        """Give pending jobs to live workers: an idle one first, and one it has not died on before one it has; a
+        second job is queued behind a running one only while more jobs wait than there are live workers (so
+        that the last jobs of a stage do not wait behind others while a worker idles)."""
+        up = [i for i in queued if i not in down]
+        while pending:
+            job = pending[0]
+            room = [i for i in up if queued[i] == 0 or (queued[i] < self.depth and len(pending) > len(up))]
+            if not room:
+                return
+            i = min(room, key=lambda k: (queued[k], k in died_on.get(job.key, ()), k))
+            pending.popleft()
+            flight[self.workers[i].run.remote(job)] = (job, i, time.perf_counter())
+            queued[i] += 1
 
     def close(self) -> None:
         for w in self.workers:
