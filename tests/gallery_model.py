@@ -5,10 +5,13 @@ include markup, which every page must show as text."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 import visfeat as vf
+from visfeat.gallery.store import CACHE
 
 XSS = "<img src=x onerror=alert(1)>"
 LABELS = (XSS, "stripes", "spots", "edges", 'quote " and & amp', "blobs")
@@ -72,3 +75,12 @@ k = 2
 def spec_text(steps: int = 6, layer3_render: str = "") -> str:
     """The gallery tests' spec for this model: every kind of section (channels, classes, SAE latents) and a circuit."""
     return SPEC.format(steps=steps, layer3_render=layer3_render)
+
+
+def site_files(site: Path) -> dict[str, bytes]:
+    """Every file of a built site but its result store, by relative path: two builds are compared byte for byte."""
+    return {
+        p.relative_to(site).as_posix(): p.read_bytes()
+        for p in sorted(site.rglob("*"))
+        if p.is_file() and not p.relative_to(site).as_posix().startswith(CACHE)
+    }

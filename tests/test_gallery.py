@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gallery_model import spec_text  # tests/ is on sys.path under pytest, as for conftest's helpers
+from gallery_model import site_files, spec_text  # tests/ is on sys.path under pytest, as for conftest's helpers
 
 from visfeat.cli import main
 from visfeat.gallery import SpecError, build_gallery, parse_spec
@@ -32,14 +32,6 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "spec.toml"
     path.write_text(text)
     return path
-
-
-def _site_files(site: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(site).as_posix(): p.read_bytes()
-        for p in sorted(site.rglob("*"))
-        if p.is_file() and not p.relative_to(site).as_posix().startswith(CACHE)
-    }
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +173,7 @@ def test_killed_build_resumes_with_only_the_missing_units_and_equals_an_uninterr
     imported = {line.split("|")[-1].strip() for line in imports.splitlines() if line.startswith("import time:")}
     assert "visfeat.gallery.executors" in imported  # -X importtime lists every module imported...
     assert not {m for m in imported if m == "ray" or m.startswith("ray.")}  # ...and without --ray, Ray is not
-    a, b = _site_files(site), _site_files(tmp_path / "fresh")
+    a, b = site_files(site), site_files(tmp_path / "fresh")
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
     assert not [p for p in site.rglob(".*") if p.is_file()]  # no temporary file left behind

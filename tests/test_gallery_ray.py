@@ -11,21 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from gallery_model import spec_text
+from gallery_model import site_files, spec_text
 
 from visfeat.gallery import build_gallery
-from visfeat.gallery.store import CACHE
 
 TESTS = Path(__file__).parent
 TOTAL_UNITS = 8 + 6 + 3 + 6 + 6  # the spec's layers 1, 3, 5, logits and SAE latents
-
-
-def _site_files(site: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(site).as_posix(): p.read_bytes()
-        for p in sorted(site.rglob("*"))
-        if p.is_file() and not p.relative_to(site).as_posix().startswith(CACHE)
-    }
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +30,7 @@ def reference(tmp_path_factory):
         build_gallery(spec, tmp / "single", threads=1, progress=False)
     finally:
         sys.path.remove(str(TESTS))
-    return spec, _site_files(tmp / "single")
+    return spec, site_files(tmp / "single")
 
 
 def _scenario(name: str, spec: Path, site: Path) -> dict:
@@ -58,7 +49,7 @@ def _assert_loopback_only(addresses: list[str]) -> None:
 
 
 def _assert_same_site(site: Path, reference: dict[str, bytes]) -> None:
-    files = _site_files(site)
+    files = site_files(site)
     assert files.keys() == reference.keys()
     assert [k for k in files if files[k] != reference[k]] == []  # same pages, same PNG bytes
     assert not [p for p in site.rglob(".*") if p.is_file()]  # no temporary file left behind
