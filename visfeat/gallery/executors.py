@@ -162,7 +162,7 @@ class RayPool:
             self.options, n = {"num_cpus": threads}, max(1, int(res.get("CPU", 1)) // threads)
         self.size = min(workers or n, n)  # more would wait for resources the cluster does not have
         self.threads, self.spec, self.out, self.fingerprint = threads, spec, str(Path(out).resolve()), fingerprint
-        self.lost = 0  # jobs whose worker died under them (each was handed to another worker)
+        self.lost = 0  # jobs whose worker died under them (each handed out again)
         self.start_seconds = 0.0  # starting the workers: each process up, its model loaded
         #: one row per job handed out: its name, worker, when it was handed out and when its result (or its
         #: worker's death) arrived (``time.perf_counter()``), the seconds it ran, and whether it was lost
