@@ -34,14 +34,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
 import time
 
 import torch
-from vs_lucent import PeakMemory, floor_step, lucent_render, sync, timed  # how lucent and the floor are driven
+from vs_lucent import PeakMemory, finish, floor_step, lucent_render, sync, timed  # lucent and the floor, as there
 
 import visfeat as vf
 from visfeat.render import default_param, render
@@ -253,12 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     res["results"] = measure(args, device)
     sync(device)
-    res["settings"]["load_after"] = round(os.getloadavg()[0], 2)
-    print(report(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return finish(res, report, args.json)
 
 
 if __name__ == "__main__":

@@ -510,6 +510,16 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
+def finish(res: dict, report_fn, json_path: str | None) -> dict:
+    """Record the load average after the run, print ``report_fn(res)`` and write ``res`` to ``json_path`` if given."""
+    res["settings"]["load_after"] = round(os.getloadavg()[0], 2)
+    print(report_fn(res))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(res, f, indent=2)
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None, help="write the results here")
@@ -574,12 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
             res["profile"] = profile(args, device)
     if args.only in (None, "quality"):
         res["quality"] = quality(args, device)
-    res["settings"]["load_after"] = round(os.getloadavg()[0], 2)
-    print(report(res))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-    return res
+    return finish(res, report, args.json)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,12 @@ class BuildReport:
     seconds: dict[str, float] = field(default_factory=dict)
     files_written: int = 0
     workers: int = 1  # processes that ran the jobs (Ray worker actors, or this one)
-    retried: int = 0  # jobs handed to another worker after theirs died
     timeline: list[dict] = field(default_factory=list)  # Ray: each job's worker and times (RayPool.timeline)
+
+    @property
+    def retried(self) -> int:
+        """Jobs handed out again after their worker died (Ray)."""
+        return sum(row["lost"] for row in self.timeline)
 
 
 def load_gallery_model(spec: GallerySpec, device: str | None = None):
@@ -141,7 +145,7 @@ def build_gallery(
                 ticked[0] = 0.0
             report.seconds[stage] = time.perf_counter() - start
         if pool is not None:
-            report.workers, report.retried, report.timeline = len(pool.workers) or 1, pool.lost, pool.timeline
+            report.workers, report.timeline = len(pool.workers) or 1, pool.timeline
             report.seconds["ray workers start"] = pool.start_seconds  # inside the first stage's seconds
         runner.close()  # the workers are done: the pages are written here
         start = time.perf_counter()

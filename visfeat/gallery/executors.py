@@ -162,7 +162,6 @@ class RayPool:
             self.options, n = {"num_cpus": threads}, max(1, int(res.get("CPU", 1)) // threads)
         self.size = min(workers or n, n)  # more would wait for resources the cluster does not have
         self.threads, self.spec, self.out, self.fingerprint = threads, spec, str(Path(out).resolve()), fingerprint
-        self.lost = 0  # jobs whose worker died under them (each handed out again)
         self.start_seconds = 0.0  # starting the workers: each process up, its model loaded
         #: one row per job handed out: its name, worker, when it was handed out and when its result (or its
         #: worker's death) arrived (``time.perf_counter()``), the seconds it ran, and whether it was lost
@@ -220,9 +219,10 @@ class RayPool:
             if not flight and not self._down:
                 raise VisfeatError("every Ray worker is gone (see `ray status`); run the build again to resume")
             refs = [*flight, *self._probes]
-            ready = ray.wait(refs, num_returns=1, timeout=0.5 if self._down else None)[0] if refs else []
-            if not refs:
-                time.sleep(0.5)
+            if not refs:  # only restarting workers, none to ask yet
+                time.sleep(0.25)
+                continue
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0.5 if self._down else None)
             for ref in ready:
                 if ref in self._probes:
                     self._answer(self._probes.pop(ref), ref)
@@ -237,7 +237,6 @@ class RayPool:
                 except ray.exceptions.RayActorError as e:  # died (or restarting): the job may or may not have run
                     row.update(ended=time.perf_counter(), lost=True)
                     died_on.setdefault(job.key, set()).add(i)
-                    self.lost += 1
                     attempts[job.key] = attempts.get(job.key, 0) + 1
                     if attempts[job.key] >= MAX_ATTEMPTS:
                         raise VisfeatError(f"{_name(job)} lost its worker {MAX_ATTEMPTS} times; last: {e}") from e
@@ -292,5 +291,5 @@ class RayPool:
 
 
 def _name(job: Job) -> str:
-    units = f" {job.slugs[0]}..{job.slugs[-1]}" if job.slugs else ""
-    return f"{job.stage} job {job.section}{units}".replace("  ", " ")
+    units = f"{job.slugs[0]}..{job.slugs[-1]}" if job.slugs else ""
+    return " ".join(part for part in (job.stage, "job", job.section, units) if part)
