@@ -2,7 +2,7 @@
 
     python benchmarks/sae_render.py [--sae ...] [--latents 8] [--steps 256]
 
-Renders ``--latents`` SAE latents with ``objectives.sae_features`` through ``visfeat.render`` (the
+Renders ``--latents`` SAE latents with ``sae.sae_features`` through ``visfeat.render`` (the
 defaults: Fourier parameterization, the standard transforms) in one batch. For each, the latent's
 activation (the SAE's real encoding, top-k included) on the rendered image is compared with its
 largest activation over the images of the dataset-examples run of sae_monosemanticity.py (max over
@@ -22,7 +22,7 @@ from visfeat import sae as S
 from visfeat.examples import Examples
 from visfeat.figures import compact_png
 from visfeat.images import atomic_write
-from visfeat.objectives import sae_features
+from visfeat.sae import sae_features
 from visfeat.sae.vectors import to_vectors
 
 DEFAULT_SAE = "bench_out/sae/sae_efficientnet_lite0_blocks.4_topk_x8_k32"

@@ -148,6 +148,43 @@ def test_render_views_and_lr_schedule_reach_render_and_the_sidecar(tmp_path):
     assert s["views"] == 2 and s["lr_schedule"] == "cosine"
 
 
+def test_render_preset_sets_the_budget_and_explicit_options_override_it(tmp_path):
+    quick = [q for q in QUICK if q not in ("--steps", "2")]
+    out = tmp_path / "p"
+    assert (
+        main(["render", "tiny_cli", "2:1", "-o", str(out), "--preset", "heavy", "--steps", "2", "--views", "1", *quick])
+        == 0
+    )
+    s = json.loads((out / "2_1.json").read_text())["settings"]
+    heavy = visfeat.get_preset("heavy")
+    assert (s["steps"], s["views"]) == (2, 1) and (s["lr"], s["lr_schedule"]) == (heavy.lr, heavy.lr_schedule)
+
+
+def test_render_unknown_preset_names_the_closest_before_any_work(tmp_path, capsys, monkeypatch):
+    _forbid(monkeypatch, importlib.import_module("visfeat.cli.render"), "load_model_from_args")
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as e:
+        main(["render", "tiny_cli", "2:1", "-o", str(out), "--preset", "drat"])
+    assert e.value.code == 2
+    assert "unknown preset 'drat'; closest: draft" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_sae_inspect_takes_the_same_render_options_as_render():
+    from visfeat.cli import build_parser
+    from visfeat.cli.options import render_options
+
+    for command in (["render", "tiny_cli", "2:1", "-o", "x"], ["sae", "inspect", "x.safetensors"]):
+        args = build_parser().parse_args([*command, "--preset", "draft", "--views", "2", "--lr-schedule", "cosine"])
+        assert render_options(args) == {
+            "preset": "draft",
+            "steps": None,
+            "lr": None,
+            "lr_schedule": "cosine",
+            "views": 2,
+        }
+
+
 @pytest.mark.parametrize("flag", ["--views", "--steps", "--batch-size", "--size"])
 def test_render_counts_must_be_positive_before_any_work(tmp_path, capsys, flag):
     out = tmp_path / "never"

@@ -88,7 +88,7 @@ def test_unwritable_output_and_unknown_preset(tmp_path, capsys):
     blocker.write_text("")
     assert main(["gallery", "build", str(spec), "-o", str(blocker / "site")]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
-    with pytest.raises(SpecError, match=r"spec.toml:7: render.preset: unknown preset 'drfat'.*did you mean 'draft'"):
+    with pytest.raises(SpecError, match=r"spec.toml:7: render.preset: unknown preset 'drfat'; closest: draft"):
         parse_spec(spec_text().replace("[render]", '[render]\npreset = "drfat"'), str(spec))
     with pytest.raises(SpecError, match=r"builds nothing"):
         parse_spec('model = "efficientnet_lite0"\n', "x.toml")
@@ -217,9 +217,7 @@ at = "cls"
 def test_shipped_specs_validate_against_their_models(name):
     from dataclasses import replace
 
-    from visfeat.gallery import load_spec
-    from visfeat.gallery.build import load_gallery_model
-    from visfeat.gallery.plan import make_plan
+    from visfeat.gallery import load_gallery_model, load_spec, make_plan
 
     spec = load_spec(Path(__file__).parents[1] / "gallery" / f"{name}.toml")
     if name.startswith("inceptionv1"):
@@ -232,7 +230,7 @@ def test_shipped_specs_validate_against_their_models(name):
         sections = {s.name: s for s in plan.sections}
         assert len(sections["blocks.0"].units) == 16 and len([s for s in plan.sections if s.kind == "channel"]) >= 4
         assert len(sections["logits"].units) == 10 and len(sections["sae-blocks5-topk"].units) >= 16
-        assert [j.extra["circuit"].unit for j in plan.by_stage("circuits")] == ["logit:sports_car"]
+        assert [j.task.unit for j in plan.by_stage("circuits")] == ["logit:sports_car"]
 
 
 def test_the_command_on_a_unit_page_re_renders_its_picture_exactly(built, tmp_path):

@@ -10,8 +10,8 @@ import torch
 from helpers import conv_net
 
 import visfeat as vf
-from visfeat.gallery import SpecError, parse_spec
-from visfeat.gallery import plan as P
+from visfeat.gallery import SpecError, make_plan, parse_spec
+from visfeat.gallery import auto as P
 from visfeat.gallery.spec import RenderSettings
 
 SPEC = """model = "tiny"
@@ -45,14 +45,14 @@ def test_auto_is_the_default_and_resolves_on_cpu_to_the_keys_of_batch_32():
     spec = _spec()
     assert spec.render.batch_size == "auto" and spec.layers[0].render.amp == "auto"
     model = _model()
-    plan = P.make_plan(spec, model)
+    plan = make_plan(spec, model)
     r = plan.sections[0].settings
     assert r.batch_size == 32 and r.amp is None
     assert r.recipe()["batch_size"] == 32 and r.recipe()["amp"] is None
     assert [len(j.slugs) for j in plan.by_stage("render")] == [32, 8]
-    explicit = P.make_plan(_spec('batch_size = 32\namp = "none"'), model)
+    explicit = make_plan(_spec('batch_size = 32\namp = "none"'), model)
     assert _keys(plan) == _keys(explicit)
-    other = P.make_plan(_spec("batch_size = 16"), model)
+    other = make_plan(_spec("batch_size = 16"), model)
     assert [len(j.slugs) for j in other.by_stage("render")] == [16, 16, 8]
     assert {j.key for j in other.by_stage("render")}.isdisjoint(j.key for j in plan.by_stage("render"))
 
@@ -72,8 +72,13 @@ def test_explicit_amp_is_kept_and_none_turns_it_off():
         ('batch_size = "big"', "", "render.batch_size", 'must be a number of units (at least 1) or "auto"'),
         ("batch_size = 2.5", "", "render.batch_size", 'or "auto", got 2.5'),
         ("batch_size = true", "", "render.batch_size", 'or "auto", got True'),
-        ('amp = "fp8"', "", "spec.toml:4: render.amp", "must be 'auto', 'bf16', 'fp16' or 'none', got 'fp8'"),
-        ("", 'render = { amp = "AUTO" }', "layers[0].render.amp", "got 'AUTO'"),
+        (
+            'amp = "fp8"',
+            "",
+            "spec.toml:4: render.amp",
+            "unknown value str 'fp8'; choose 'auto', 'bf16', 'fp16', 'none'",
+        ),
+        ("", 'render = { amp = "AUTO" }', "layers[0].render.amp", "unknown value str 'AUTO'"),
     ],
 )
 def test_bad_batch_size_and_amp_name_the_key(render, layer, where, message):

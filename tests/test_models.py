@@ -76,6 +76,35 @@ def test_registry_lists_and_rejects():
     assert "timm:NAME" in str(e.value)
 
 
+def test_a_function_model_that_cannot_be_called_is_a_clear_error():
+    with pytest.raises(VisfeatError, match=r"'os:system': system\(command\) cannot be called with no arguments") as e:
+        load_model("os:system")
+    assert "naming a function that returns a visfeat.Model, takes no required arguments" in str(e.value)
+    assert load_model("helpers:conv_net").name == "tiny"  # tests/helpers.py: every argument has a default
+    wrong = r"'helpers:conv_net': conv_net\(.*\) cannot be called with weights=.*accepts weights="
+    with pytest.raises(VisfeatError, match=wrong):
+        load_model("helpers:conv_net", weights="w.pt")
+    with pytest.raises(VisfeatError, match=r"'math:pi': math.pi is a float, not a function"):
+        load_model("math:pi")
+
+
+def test_load_model_leaves_the_model_on_the_cpu_unless_a_device_is_given():
+    assert load_model("tiny_cli").device.type == "cpu"
+    auto = load_model("tiny_cli", device="auto").device.type
+    assert auto == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert load_model("tiny_cli", device="cpu").device.type == "cpu"
+    model = load_model("tiny_cli")
+    assert load_model(model) is model
+    with pytest.raises(VisfeatError, match="apply to a model name"):
+        load_model(model, weights="w.pt")
+
+
+def test_input_size_is_the_specs_or_224():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3))
+    assert Model(net, InputSpec(size=(32, 48))).input_size == (32, 48)
+    assert Model(net, InputSpec(size=None)).input_size == (224, 224)
+
+
 @pytest.mark.parametrize("name", ["timm:resnet18", "torchvision:resnet18"])
 def test_hub_models_without_pretrained_weights_work_offline(name):
     m = load_model(name, pretrained=False)

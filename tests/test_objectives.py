@@ -12,7 +12,7 @@ from visfeat import param as P
 from visfeat.errors import UnitError, UnknownLayerError
 from visfeat.models import InputSpec, Model
 from visfeat.render import render
-from visfeat.units import Unit, parse_index_list, parse_unit, parse_units
+from visfeat.units import Unit, as_objective, parse_index_list, parse_unit, parse_units
 
 
 class Tiny(nn.Module):
@@ -231,11 +231,11 @@ def test_bad_unit_strings(text, match):
 
 
 def test_as_objective():
-    assert O.as_objective("a:1").name == "channel(a:1)"
+    assert as_objective("a:1").name == "channel(a:1)"
     obj = O.channel("a", 1)
-    assert O.as_objective(obj) is obj
+    assert as_objective(obj) is obj
     with pytest.raises(TypeError, match="unit string"):
-        O.as_objective(3)
+        as_objective(3)
 
 
 def test_parse_units_ranges_lists_and_all(tiny):

@@ -12,9 +12,9 @@ import visfeat as vf
 from visfeat import objectives as O
 from visfeat import param as P
 from visfeat.data import default_images
-from visfeat.preact import preact_objective, preactivation_layer
+from visfeat.preact import preactivation_layer
 from visfeat.render import evaluate, render
-from visfeat.units import Unit, parse_unit
+from visfeat.units import Unit, parse_unit, preact_objective
 
 
 def _photos(n: int, size: int) -> torch.Tensor:

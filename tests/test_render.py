@@ -11,6 +11,7 @@ from visfeat import param as P
 from visfeat import transforms as T
 from visfeat.errors import NonFiniteObjectiveError, VisfeatError
 from visfeat.models import InputSpec, Model
+from visfeat.presets import PRESETS, get_preset
 from visfeat.render import RenderResult, default_param, default_transforms, evaluate, render
 
 
@@ -117,6 +118,36 @@ def test_bad_settings():
         render(_model(), "conv2:0", param=P.pixel(8), steps=0, progress=False)
     with pytest.raises(VisfeatError, match=r"unknown layer 'conv3'; closest: conv2"):
         render(_model(), "conv3:0", **FAST)
+
+
+def test_bad_learning_rates_are_clear_errors_before_any_step():
+    for lr in (float("nan"), float("inf"), -0.05, 0.0):
+        with pytest.raises(VisfeatError, match="lr must be a positive finite learning rate"):
+            render(_model(), "conv2:0", param=P.pixel(8), steps=2, lr=lr, progress=False)
+
+
+def test_a_preset_fills_what_is_not_given():
+    m = _model()
+    draft = render(m, "conv2:1", preset="draft", param=P.fourier(20), progress=False)
+    table = get_preset("draft")
+    same = dict(steps=table.steps, lr=table.lr, views=table.views, lr_schedule=table.lr_schedule)
+    explicit = render(m, "conv2:1", param=P.fourier(20), progress=False, **same)
+    assert torch.equal(draft.images, explicit.images) and torch.equal(draft.history, explicit.history)
+    assert {k: draft.settings[k] for k in same} == same
+    heavy = get_preset("heavy")
+    mixed = render(m, "conv2:1", preset="heavy", steps=3, views=1, param=P.fourier(20), progress=False)
+    assert mixed.settings["steps"] == 3 and mixed.settings["views"] == 1  # given: kept
+    assert mixed.settings["lr_schedule"] == heavy.lr_schedule and mixed.settings["lr"] == heavy.lr  # from the preset
+    plain = render(m, "conv2:1", param=P.fourier(20), steps=4, progress=False)
+    assert plain.settings["lr_schedule"] == get_preset("default").lr_schedule
+
+
+def test_an_unknown_preset_names_the_closest_and_the_table_is_read_only():
+    with pytest.raises(VisfeatError, match="unknown preset 'drat'; closest: draft"):
+        render(_model(), "conv2:1", preset="drat", **FAST)
+    with pytest.raises(TypeError):
+        PRESETS["fast"] = get_preset("draft")  # type: ignore[index]
+    assert all(get_preset(name) is p and p.name == name for name, p in PRESETS.items())
 
 
 def test_progress_bar_on_and_off(capsys):

@@ -9,7 +9,6 @@ import torch
 from helpers import Interrupting, conv_net
 
 import visfeat as vf
-from visfeat import objectives as O
 from visfeat import sae as S
 from visfeat.data import CropSet
 from visfeat.errors import UnitError, VisfeatError
@@ -229,11 +228,11 @@ def test_sae_feature_objective_rises_under_render():
     vecs = layer_vectors(model, "4", tiny_images(12))
     sae = S.create("topk", 16, 32, k=4, model="tiny", layer="4")
     S.train(sae, vecs, S.TrainConfig(epochs=5, batch_size=128), progress=False)
-    objs = O.sae_features(sae, [3, 5])
+    objs = S.sae_features(sae, [3, 5])
     res = vf.render(model, objs, steps=24, lr=0.05, progress=False, param=vf.param.fourier(size=32))
     assert res.history.shape == (24, 2)
     assert (res.history[-4:].mean(0) > res.history[:4].mean(0)).all()
-    single = O.sae_feature(sae, 7, reduce="center")
+    single = S.sae_feature(sae, 7, reduce="center")
     assert single.layers == frozenset(["4"]) and single.name == "sae_feature(4/7@center)"
     with pytest.raises(UnitError, match="latent 32 is out of range.*0..31"):
-        O.sae_feature(sae, 32)
+        S.sae_feature(sae, 32)

@@ -16,7 +16,7 @@ from visfeat import sae as S
 from visfeat.data import default_images
 from visfeat.examples import dataset_examples
 from visfeat.examples.concentration import concentration, summary
-from visfeat.objectives import sae_features
+from visfeat.sae import sae_features
 from visfeat.sae.metrics import layer_vectors, pca_fvu, reconstruction_metrics
 from visfeat.sae.vectors import to_vectors
 

@@ -280,6 +280,15 @@ def test_render_uses_vit_defaults_only_for_token_models(tiny):
     assert res.images.shape == (1, 3, 32, 32) and torch.isfinite(res.history).all()
 
 
+def test_a_model_whose_forward_fails_is_an_error_not_a_cnn():
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("broken forward")
+
+    with pytest.raises(RuntimeError, match="broken forward"):  # not silently given the CNN defaults
+        vit.is_token_model(Model(Broken(), InputSpec(size=(8, 8))))
+
+
 def test_a_token_model_flag_overrides_detection():
     cnn = Model(TinyCNN(), InputSpec(size=(32, 32)))
     cnn.token_model = True

@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from visfeat.models import dinov2 as oi
 from visfeat.models import load_model
-from visfeat.vit import onnx_import as oi
 
 BACKBONE_OUT = "/backbone/layernorm/Add_1_output_0"  # final LayerNorm of the backbone in the ONNX graph
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 from . import cpu, objectives, param, transforms
 from .errors import VisfeatError
 from .models import InputSpec, Model, list_models, load_model
+from .presets import PRESETS, Preset, get_preset
 from .render import RenderResult, evaluate, render
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "PRESETS",
     "InputSpec",
     "Model",
+    "Preset",
     "RenderResult",
     "VisfeatError",
     "cpu",
+    "__version__",
     "evaluate",
+    "get_preset",
     "list_models",
     "load_model",
     "objectives",

@@ -29,6 +29,14 @@ class NonFiniteObjectiveError(VisfeatError, FloatingPointError):
     """The objective became NaN or infinite during optimization."""
 
 
+class CircuitError(VisfeatError, ValueError):
+    """A circuit request that the model's graph cannot answer (no path, untraceable model, bad mode)."""
+
+
+class NonlinearPathError(CircuitError):
+    """Exact mode met an op that is not linear in the source layer."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """The candidates closest to ``name``, for "did you mean" hints."""
     candidates = list(candidates)

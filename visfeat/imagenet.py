@@ -23,3 +23,8 @@ def class_index(name: str, labels: tuple[str, ...] | None = None) -> int:
     if key in lowered:
         return lowered.index(key)
     raise UnitError(unknown("ImageNet class", name, labels) + "; or give the class index, e.g. logit:967")
+
+
+def class_name(labels: tuple[str, ...] | None, index: int) -> str:
+    """The name of class ``index`` in ``labels``, or ``"class INDEX"`` when there is none."""
+    return labels[index] if labels is not None and 0 <= index < len(labels) else f"class {index}"

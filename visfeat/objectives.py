@@ -84,7 +84,7 @@ class Objective:
         return Objective(lambda acts: -self(acts), self.layers, f"-{self.name}")
 
 
-def _on_batch(fn: Callable[[Acts], torch.Tensor], batch: int | None) -> Callable[[Acts], torch.Tensor]:
+def restrict_to_image(fn: Callable[[Acts], torch.Tensor], batch: int | None) -> Callable[[Acts], torch.Tensor]:
     """Restrict a per-image score to image ``batch`` (zero elsewhere)."""
     if batch is None:
         return fn
@@ -100,11 +100,13 @@ def _on_batch(fn: Callable[[Acts], torch.Tensor], batch: int | None) -> Callable
     return restricted
 
 
-def _suffix(batch: int | None) -> str:
+def batch_suffix(batch: int | None) -> str:
+    """The ``[batch=i]`` suffix of an objective's name restricted to image ``i`` ("" for the whole batch)."""
     return "" if batch is None else f"[batch={batch}]"
 
 
-def _layer_act(acts: Acts, layer: str) -> torch.Tensor:
+def layer_act(acts: Acts, layer: str) -> torch.Tensor:
+    """``layer``'s captured output as one tensor (the first element of a tuple output)."""
     act = acts[layer]
     if isinstance(act, (tuple, list)):
         act = act[0]
@@ -133,17 +135,19 @@ def channel(layer: str, channel: int, batch: int | None = None) -> Objective:
     """Mean activation of one channel over all positions (tokens for a ViT layer)."""
 
     def fn(acts: Acts) -> torch.Tensor:
-        m = channel_map(_layer_act(acts, layer), layer, channel)
+        m = channel_map(layer_act(acts, layer), layer, channel)
         return m.flatten(1).mean(1)
 
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"channel({layer}:{channel}){_suffix(batch)}")
+    return Objective(
+        restrict_to_image(fn, batch), frozenset([layer]), f"channel({layer}:{channel}){batch_suffix(batch)}"
+    )
 
 
 def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None, batch: int | None = None) -> Objective:
     """Activation of one channel at one spatial position (the centre unless ``y, x`` are given)."""
 
     def fn(acts: Acts) -> torch.Tensor:
-        act = _layer_act(acts, layer)
+        act = layer_act(acts, layer)
         if act.dim() != 4:
             raise UnitError(
                 f"neuron() needs a spatial [B, C, H, W] layer; {layer!r} has shape {tuple(act.shape)}. "
@@ -158,16 +162,18 @@ def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None,
         return m[:, yy, xx]
 
     pos = "" if y is None and x is None else f"@{y},{x}"
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"neuron({layer}:{channel}{pos}){_suffix(batch)}")
+    return Objective(
+        restrict_to_image(fn, batch), frozenset([layer]), f"neuron({layer}:{channel}{pos}){batch_suffix(batch)}"
+    )
 
 
 def layer(name: str, batch: int | None = None) -> Objective:
     """Mean squared activation of a whole layer ("deep dream")."""
 
     def fn(acts: Acts) -> torch.Tensor:
-        return _layer_act(acts, name).pow(2).flatten(1).mean(1)
+        return layer_act(acts, name).pow(2).flatten(1).mean(1)
 
-    return Objective(_on_batch(fn, batch), frozenset([name]), f"layer({name}){_suffix(batch)}")
+    return Objective(restrict_to_image(fn, batch), frozenset([name]), f"layer({name}){batch_suffix(batch)}")
 
 
 def _per_position(act: torch.Tensor) -> torch.Tensor:
@@ -202,10 +208,12 @@ def direction(
     vec = torch.as_tensor(vector, dtype=torch.float32).flatten()
 
     def fn(acts: Acts) -> torch.Tensor:
-        return projection(_per_position(_layer_act(acts, layer)), vec, cossim_pow, layer)
+        return projection(_per_position(layer_act(acts, layer)), vec, cossim_pow, layer)
 
     extra = f", cossim_pow={cossim_pow:g}" if cossim_pow else ""
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"direction({layer}{extra}){_suffix(batch)}")
+    return Objective(
+        restrict_to_image(fn, batch), frozenset([layer]), f"direction({layer}{extra}){batch_suffix(batch)}"
+    )
 
 
 def class_logit(cls: int | str, batch: int | None = None, layer: str = LOGITS) -> Objective:
@@ -218,7 +226,7 @@ def class_logit(cls: int | str, batch: int | None = None, layer: str = LOGITS) -
         index = int(cls)
 
     def fn(acts: Acts) -> torch.Tensor:
-        act = _layer_act(acts, layer)
+        act = layer_act(acts, layer)
         if act.dim() != 2:
             raise UnitError(f"class_logit needs [B, classes] logits; {layer!r} has shape {tuple(act.shape)}")
         if not 0 <= index < act.shape[1]:
@@ -228,7 +236,7 @@ def class_logit(cls: int | str, batch: int | None = None, layer: str = LOGITS) -
         return act[:, index]
 
     label = cls if isinstance(cls, str) else index
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"class_logit({label}){_suffix(batch)}")
+    return Objective(restrict_to_image(fn, batch), frozenset([layer]), f"class_logit({label}){batch_suffix(batch)}")
 
 
 def diversity(layer: str, group: int | None = None) -> Objective:
@@ -238,7 +246,7 @@ def diversity(layer: str, group: int | None = None) -> Objective:
     and each image is pushed apart from the others of its own group only."""
 
     def fn(acts: Acts) -> torch.Tensor:
-        v = _per_position(_layer_act(acts, layer))  # [B, P, C]
+        v = _per_position(layer_act(acts, layer))  # [B, P, C]
         b = v.shape[0]
         g = b if group is None else group
         if b % g:
@@ -258,30 +266,30 @@ def l1(layer: str = INPUT, constant: float = 0.0, batch: int | None = None) -> O
     """Mean absolute deviation from ``constant`` (a penalty: subtract it)."""
 
     def fn(acts: Acts) -> torch.Tensor:
-        return (_layer_act(acts, layer) - constant).abs().flatten(1).mean(1)
+        return (layer_act(acts, layer) - constant).abs().flatten(1).mean(1)
 
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"l1({layer}){_suffix(batch)}")
+    return Objective(restrict_to_image(fn, batch), frozenset([layer]), f"l1({layer}){batch_suffix(batch)}")
 
 
 def l2(layer: str = INPUT, constant: float = 0.0, batch: int | None = None) -> Objective:
     """Root mean squared deviation from ``constant`` (a penalty: subtract it)."""
 
     def fn(acts: Acts) -> torch.Tensor:
-        return ((_layer_act(acts, layer) - constant).pow(2).flatten(1).mean(1) + 1e-12).sqrt()
+        return ((layer_act(acts, layer) - constant).pow(2).flatten(1).mean(1) + 1e-12).sqrt()
 
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"l2({layer}){_suffix(batch)}")
+    return Objective(restrict_to_image(fn, batch), frozenset([layer]), f"l2({layer}){batch_suffix(batch)}")
 
 
 def total_variation(layer: str = INPUT, batch: int | None = None) -> Objective:
     """Mean absolute difference of neighbouring pixels (a penalty against high-frequency noise)."""
 
     def fn(acts: Acts) -> torch.Tensor:
-        x = _layer_act(acts, layer)
+        x = layer_act(acts, layer)
         dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
         dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
         return dx + dy
 
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"total_variation({layer}){_suffix(batch)}")
+    return Objective(restrict_to_image(fn, batch), frozenset([layer]), f"total_variation({layer}){batch_suffix(batch)}")
 
 
 def per_image(objectives: Sequence[Objective]) -> Objective:
@@ -303,54 +311,3 @@ def per_image(objectives: Sequence[Objective]) -> Objective:
 
     names = ", ".join(o.name for o in objectives[:3]) + (", ..." if len(objectives) > 3 else "")
     return Objective(fn, layers, f"per_image[{names}]")
-
-
-def as_objective(obj: Objective | str) -> Objective:
-    """Accept an :class:`Objective` or a unit string such as ``"blocks.4:12"``."""
-    if isinstance(obj, Objective):
-        return obj
-    if isinstance(obj, str):
-        from .units import parse_unit
-
-        return parse_unit(obj).objective()
-    raise TypeError(f"expected an Objective or a unit string like 'blocks.4:12', got {type(obj).__name__}")
-
-
-def sae_feature(sae, latent: int, batch: int | None = None, reduce: str = "mean", activated: bool = False) -> Objective:
-    """An SAE latent's pre-activation on ``sae.config.layer``: mean over positions, or at the ``"center"`` one.
-
-    ``activated=True`` reads the latent after the SAE's activation (what ``sae.encode`` and its dataset
-    examples report): the score of a picture, where the pre-activation is what optimizes well."""
-    from .sae.vectors import to_vectors
-
-    latent = int(latent)
-    layer, d_sae = sae.config.layer, sae.config.d_sae
-    if not 0 <= latent < d_sae:
-        raise UnitError(f"latent {latent} is out of range: the SAE has {d_sae} latents (0..{d_sae - 1})")
-    if reduce not in ("mean", "center"):
-        raise UnitError(f"reduce must be 'mean' or 'center', got {reduce!r}")
-
-    def fn(acts: Acts) -> torch.Tensor:
-        act = _layer_act(acts, layer)
-        v = to_vectors(act, sae.config.tokens)  # [B, P, d_in]
-        if sae.W_enc.device != v.device:
-            sae.to(v.device)
-        if activated:
-            pre = sae.encode(v.float())[..., latent]  # [B, P]
-        else:
-            enc = sae.W_enc[:, latent]
-            pre = (sae.normalize(v.float()) - sae.b_dec) @ enc + sae.b_enc[latent]  # [B, P]
-        if reduce == "mean":
-            return pre.mean(1)
-        if act.dim() == 4:
-            h, w = act.shape[-2:]
-            return pre[:, (h // 2) * w + w // 2]
-        return pre[:, pre.shape[1] // 2]
-
-    where = ("" if reduce == "mean" else "@center") + (", activated" if activated else "")
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"sae_feature({layer}/{latent}{where}){_suffix(batch)}")
-
-
-def sae_features(sae, latents: Sequence[int], reduce: str = "mean") -> list[Objective]:
-    """One :func:`sae_feature` per latent: ``render(model, sae_features(sae, [3, 9]))`` renders them in one batch."""
-    return [sae_feature(sae, i, reduce=reduce) for i in latents]

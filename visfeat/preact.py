@@ -1,11 +1,12 @@
-"""Pre-activation objectives: a unit read before the ReLU-like op that ends its layer.
+"""Pre-activations: the named layer feeding the ReLU-like op that ends a layer.
 
 A unit whose layer ends in ReLU, ReLU6, GELU, SiLU... (also a fused BatchNorm+activation such as timm's
 ``BatchNormAct2d``) can start dead: zero after a ReLU for the initial image, so it gets no gradient and
 renders grey, or below GELU's knee at -0.75, where gradient ascent pushes it further down. Its
 pre-activation (the named layer feeding the activation, sign-corrected through a fused BatchNorm) always
 has a gradient, and raising it raises the unit. The feeding layer is found once from the model's
-torch.fx graph (:func:`visfeat.circuits.graph.trace`), for CNNs and timm ViTs alike, not per model.
+torch.fx graph (:func:`visfeat.graph.trace`), for CNNs and timm ViTs alike, not per model;
+:func:`visfeat.units.preact_objective` builds the unit's objective on it.
 """
 
 from __future__ import annotations
@@ -14,39 +15,13 @@ import torch.fx as fx
 from torch import nn
 
 from .errors import VisfeatError
-from .objectives import Objective
-from .units import Unit
-
-
-def preact_objective(model, unit: Unit) -> Objective | None:
-    """``unit``'s objective read on its pre-activation (same channel, position or tokens), or None when its
-    layer does not end in a ReLU-like op whose input is a named layer (or the model cannot be traced)."""
-    if unit.is_logit or not isinstance(unit.index, int) or "/" in unit.layer:
-        return None  # class logits, attention heads and SAE latents have no activation to skip
-    found = preactivation_layer(model, unit.layer, unit.index)
-    if found is None:
-        return None
-    layer, sign = found
-    pre = Unit(layer, unit.index, unit.at).objective()
-    pre = pre if sign > 0 else -pre
-    return Objective(pre.fn, pre.layers, f"{pre.name}[preact of {unit}]")
-
-
-def preactivation(model, layer: str, channel: int) -> Objective | None:
-    """The pre-activation objective of channel unit ``layer:channel`` (see :func:`preact_objective`)."""
-    return preact_objective(model, Unit(layer, channel))
+from .graph import LINEAR_MODULES, RELU_LIKE_MODULES, Graph, classify, trace
 
 
 def preactivation_layer(model, layer: str, channel: int = 0) -> tuple[str, float] | None:
     """The named layer whose output feeds the ReLU-like op that ends ``layer``, and the sign that orders it
     like the activation's input for ``channel`` (-1 through a fused BatchNorm with a negative scale); None
     when there is none, or when either module is called more than once (its hook would see another call)."""
-    from .circuits.graph import trace
-
-    if isinstance(model, str):
-        from .models import load_model
-
-        model = load_model(model)
     module = dict(getattr(model, "module", model).named_modules()).get(layer)
     if module is None or _plain_leaf(module):
         return None  # nothing to skip, and no trace (tracing runs forward() symbolically)
@@ -67,7 +42,7 @@ def preactivation_layer(model, layer: str, channel: int = 0) -> tuple[str, float
     return name, sign
 
 
-def _fused_parent(g, layer: str) -> str:
+def _fused_parent(g: Graph, layer: str) -> str:
     """``bn2`` for ``bn2.act``, the activation inside a fused BatchNorm that the graph keeps whole."""
     parent, _, leaf = layer.rpartition(".")
     if layer in g.outputs or leaf != "act" or parent not in g.outputs:
@@ -77,26 +52,20 @@ def _fused_parent(g, layer: str) -> str:
 
 def _plain_leaf(m: nn.Module) -> bool:
     """A conv, linear, norm, pooling... module without submodules: no activation can end it."""
-    from .circuits.graph import _LINEAR_MODULES
-
     norms = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-    return not any(True for _ in m.children()) and isinstance(m, _LINEAR_MODULES + norms) and not _is_activation(m)
+    return not any(True for _ in m.children()) and isinstance(m, LINEAR_MODULES + norms) and not _is_activation(m)
 
 
 def _is_activation(m: nn.Module) -> bool:
     """A ReLU-like module, or a BatchNorm with a fused ReLU-like activation (timm's BatchNormAct2d)."""
-    from .circuits.graph import _RELU_LIKE_MODULES
-
     act = getattr(m, "act", None)
-    return isinstance(m, _RELU_LIKE_MODULES) or (
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and isinstance(act, _RELU_LIKE_MODULES)
+    return isinstance(m, RELU_LIKE_MODULES) or (
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and isinstance(act, RELU_LIKE_MODULES)
     )
 
 
-def _activation_input(g, node: fx.Node, channel: int) -> tuple[fx.Node, float] | None:
+def _activation_input(g: Graph, node: fx.Node, channel: int) -> tuple[fx.Node, float] | None:
     """The input of ``node`` when ``node`` is a ReLU-like op (or a fused BatchNorm+ReLU-like), with its sign."""
-    from .circuits.graph import classify
-
     sign = 1.0
     if node.op == "call_module":
         m = g.root.get_submodule(node.target)

@@ -21,7 +21,10 @@ from . import transforms as tf
 from .errors import NonFiniteObjectiveError, VisfeatError
 from .hooks import capture, run
 from .models import Model, load_model
-from .objectives import INPUT, Objective, as_objective, per_image
+from .objectives import INPUT, Objective, per_image
+from .presets import get_preset
+from .units import as_objective, parse_unit
+from .vit.defaults import vit_param, vit_transforms
 
 
 @dataclass
@@ -48,8 +51,6 @@ def default_param(model: Model) -> params.Param:
     upsampled to 224: at full resolution every step moves every pixel the model sees, and lucent's
     512-step quality comes after 128 steps instead of 192-320 (``docs/performance.md``).
     Token models (ViTs) get :func:`visfeat.vit.defaults.vit_param` instead."""
-    from .vit.defaults import vit_param
-
     vit = vit_param(model)
     if vit is not None:
         return vit
@@ -60,8 +61,6 @@ def default_param(model: Model) -> params.Param:
 def default_transforms(model: Model) -> tf.Transform:
     """Lucid's robustness set, then a resize to the model's input size (as lucent does).
     Token models (ViTs) get :func:`visfeat.vit.defaults.vit_transforms` instead."""
-    from .vit.defaults import vit_transforms
-
     vit = vit_transforms(model)
     if vit is not None:
         return vit
@@ -89,8 +88,6 @@ def _objectives(
 def _as_objective(obj: Objective | str, model: Model | None) -> Objective:
     """A unit string's objective (its pre-activation one given ``model``), or the Objective itself."""
     if isinstance(obj, str) and model is not None:
-        from .units import parse_unit
-
         return parse_unit(obj).objective(model, preact=True)
     return as_objective(obj)
 
@@ -113,25 +110,28 @@ def render(
     *,
     param: params.Param | None = None,
     transforms: tf.Transform | None = None,
-    steps: int = 256,
-    lr: float = 0.05,
+    preset: str = "default",
+    steps: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
     batch: int | None = None,
     device: str | torch.device | None = None,
     amp: str | None = None,
     progress: bool | Callable[[int], None] = True,
     snapshots: Sequence[int] = (),
-    views: int = 1,
-    lr_schedule: str = "constant",
+    views: int | None = None,
+    lr_schedule: str | None = None,
     preact: bool = True,
 ) -> RenderResult:
     """Optimize images that maximize ``objectives``.
 
     ``objectives``: an Objective or unit string (``batch`` images of it), or a list of them (one
-    image each, optimized together). ``param`` defaults to :func:`default_param`, ``transforms`` to
-    :func:`default_transforms`. Deterministic on CPU for a fixed ``seed``. ``amp`` ("bf16"/"fp16")
-    enables autocast on CUDA. ``snapshots``: step counts (1..steps) after which a copy of the images is
-    kept in ``RenderResult.snapshots`` (one run shows quality against steps; the copies are not timed).
+    image each, optimized together). ``preset`` (:mod:`visfeat.presets`: ``"draft"``, ``"default"``,
+    ``"heavy"``) gives ``steps``, ``lr``, ``views`` and ``lr_schedule`` where they are None (not passed).
+    ``param`` defaults to :func:`default_param`, ``transforms`` to :func:`default_transforms`.
+    Deterministic on CPU for a fixed ``seed``. ``amp`` ("bf16"/"fp16") enables autocast on CUDA.
+    ``snapshots``: step counts (1..steps) after which a copy of the images is kept in
+    ``RenderResult.snapshots`` (one run shows quality against steps; the copies are not timed).
     ``views``: random transforms of every image per step, their scores averaged (a lower-variance
     gradient of the expectation over transforms, at ``views`` times the cost of a step).
     ``lr_schedule``: "constant", or "cosine" (decays ``lr`` to 0 over the steps). ``progress``: a bar,
@@ -140,11 +140,18 @@ def render(
     is optimized on that op's input (:mod:`visfeat.preact`), so a unit that is dead for the initial image
     still moves; the history then holds pre-activation values. Objective instances are never changed.
     """
+    chosen = get_preset(preset)
+    steps = chosen.steps if steps is None else steps
+    lr = chosen.lr if lr is None else lr
+    views = chosen.views if views is None else views
+    lr_schedule = chosen.lr_schedule if lr_schedule is None else lr_schedule
     model = load_model(model)
     if steps < 1:
         raise VisfeatError(f"steps must be at least 1, got {steps}")
     if views < 1:
         raise VisfeatError(f"views must be at least 1 (random transforms per image and step), got {views}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise VisfeatError(f"lr must be a positive finite learning rate (e.g. 0.05), got {lr}")
     lr_at = _schedule(lr_schedule, lr, steps)
     obj, n, names = _objectives(objectives, batch, model if preact else None)
     keep = sorted(set(snapshots))

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from . import objectives as O
 from .errors import UnitError
 from .hooks import LOGITS
+from .preact import preactivation_layer
+from .vit.tokens import MEAN, TokenSelector, is_token_selector, parse_selector
+from .vit.units import check_token_unit, token_objective
 
 _UNIT = re.compile(r"^(?P<layer>[^:@\s]+):(?P<index>[^@\s]+)(?:@(?P<at>\S+))?$")
 _POS = re.compile(r"^(?P<y>\d+),(?P<x>\d+)$")
@@ -49,8 +52,6 @@ class Unit:
         plain = self._objective()
         if model is None or not preact:
             return plain
-        from .preact import preact_objective
-
         pre = preact_objective(model, self)
         return plain if pre is None else pre
 
@@ -61,9 +62,7 @@ class Unit:
                 raise UnitError(f"{self}: a class logit takes no '@' position")
             return O.class_logit(self.index)
         if is_token_unit(self):
-            from .vit.units import token_objective
-
-            return token_objective(self)
+            return token_objective(self.layer, *_token_parts(self))
         if not isinstance(self.index, int):
             raise UnitError(f"{self}: the channel must be a whole number, e.g. {self.layer}:12")
         if self.at is None:
@@ -84,9 +83,7 @@ class Unit:
                 class_index(self.index, model.labels)
             return
         if is_token_unit(self):
-            from .vit.units import validate_token_unit
-
-            validate_token_unit(self, model)
+            check_token_unit(model, self.layer, *_token_parts(self), name=str(self))
             return
         info = model.layer(self.layer)
         n = info.channels
@@ -102,9 +99,42 @@ class Unit:
 
 def is_token_unit(unit: Unit) -> bool:
     """A ViT unit: a token selector after ``@`` or an attention head ``h3`` / ``h3.17`` as the index."""
-    from .vit.tokens import is_token_selector
-
     return is_token_selector(unit.at) or bool(_HEAD.match(str(unit.index)))
+
+
+def _token_parts(unit: Unit) -> tuple[int | None, int | None, TokenSelector]:
+    """A ViT unit's dim, head and token selector (default: the mean over patches): ``h3.17@cls`` -> 17, 3, cls."""
+    tokens = parse_selector(unit.at) if unit.at else MEAN
+    head = _HEAD.match(str(unit.index))
+    if head:
+        return (int(head["dim"]) if head["dim"] is not None else None), int(head["head"]), tokens
+    if not isinstance(unit.index, int):
+        raise UnitError(f"{unit}: the index must be a whole number (a dim) or hHEAD[.DIM] for an attention head")
+    return unit.index, None, tokens
+
+
+def preact_objective(model, unit: Unit) -> O.Objective | None:
+    """``unit``'s objective read on its pre-activation (same channel, position or tokens; sign-corrected through
+    a fused BatchNorm), or None when its layer does not end in a ReLU-like op whose input is a named layer (or
+    the model cannot be traced): see :mod:`visfeat.preact`."""
+    if unit.is_logit or not isinstance(unit.index, int) or "/" in unit.layer:
+        return None  # class logits, attention heads and SAE latents have no activation to skip
+    found = preactivation_layer(model, unit.layer, unit.index)
+    if found is None:
+        return None
+    layer, sign = found
+    pre = Unit(layer, unit.index, unit.at).objective()
+    pre = pre if sign > 0 else -pre
+    return O.Objective(pre.fn, pre.layers, f"{pre.name}[preact of {unit}]")
+
+
+def as_objective(obj: O.Objective | str) -> O.Objective:
+    """Accept an :class:`~visfeat.objectives.Objective` or a unit string such as ``"blocks.4:12"``."""
+    if isinstance(obj, O.Objective):
+        return obj
+    if isinstance(obj, str):
+        return parse_unit(obj).objective()
+    raise TypeError(f"expected an Objective or a unit string like 'blocks.4:12', got {type(obj).__name__}")
 
 
 def parse_unit(text: str) -> Unit:

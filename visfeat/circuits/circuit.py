@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import CircuitError
 from ..units import parse_unit
 from .contributors import CANCELLATION, Latents, contributors
-from .graph import CircuitError
 from .nmf import WeightNMF, weight_nmf
 
 

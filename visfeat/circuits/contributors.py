@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UnitError
+from ..errors import CircuitError, UnitError
 from ..hooks import LOGITS
 from .expand import Expanded, expand
-from .graph import CircuitError
 
 #: Default threshold of :meth:`Expanded.cancellation` below which an edge is flagged.
 CANCELLATION = 0.25

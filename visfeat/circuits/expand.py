@@ -1,6 +1,6 @@
 """Expanded weights between two layers: the linear map from a source layer to one position of a target.
 
-The map is read off the model's own graph (:mod:`.graph`): the source layer's output is replaced by a
+The map is read off the model's own graph (:mod:`visfeat.graph`): the source layer's output is replaced by a
 zero tensor that requires grad, the ops between the two layers run (linear ones as they are; in
 linearized mode ReLU-like ops become the identity and max-pools average-pools; any other nonlinearity
 contributes its gradient at that zero baseline), and the gradient of the target's centre position is
@@ -16,31 +16,17 @@ kernel gives the effect of a spatially constant source channel.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
-from torch.fx.node import map_arg
 
+from ..errors import CircuitError
+from ..graph import Graph, Op, path_nodes, simple_paths, trace
 from ..hooks import LOGITS
-from .graph import (
-    CircuitError,
-    Graph,
-    NonlinearPathError,
-    Op,
-    ancestors,
-    classify,
-    descendants,
-    path_nodes,
-    simple_paths,
-    trace,
-)
+from .pathgrad import device_of, node_shapes, path_gradient
 
 MODES = ("auto", "exact", "linearized")
-
-_INPLACE_FUNCS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul}
-_INPLACE_FUNCS[operator.itruediv] = operator.truediv
 
 
 @dataclass
@@ -75,9 +61,8 @@ class Expanded:
 
 
 def _native_size(model) -> tuple[int, int]:
-    spec = getattr(model, "spec", None)
-    size = getattr(spec, "size", None) or (224, 224)
-    return int(size[0]), int(size[1])
+    """The model's input size (a plain module without an InputSpec: 224 x 224)."""
+    return getattr(model, "input_size", (224, 224))
 
 
 def _image(model, size: tuple[int, int], device) -> torch.Tensor:
@@ -85,126 +70,6 @@ def _image(model, size: tuple[int, int], device) -> torch.Tensor:
     x = torch.rand(1, 3, *size, generator=g).to(device)
     pre = getattr(model, "preprocess", None)
     return pre(x) if pre is not None else x
-
-
-def _device(module: torch.nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _run(
-    g: Graph,
-    x: torch.Tensor,
-    source: fx.Node,
-    target: fx.Node,
-    readout,
-    batch: int,
-    mode: str,
-    allowed: set | None = None,
-) -> tuple[torch.Tensor, list[Op]]:
-    """Gradient of ``readout(target value)`` with respect to the source value (a zero ``[batch, ...]`` leaf)."""
-    on = path_nodes(source, target)
-    if not on:
-        raise CircuitError(f"{g.name_of(target)} does not depend on {g.name_of(source)}: no path between them")
-    needed = ancestors(target)
-    acts = descendants(next(n for n in g.graph.nodes if n.op == "placeholder"))
-    env: dict[fx.Node, object] = {}
-    ops: list[Op] = []
-    leaf = None
-    for node in g.graph.nodes:
-        if node not in needed:
-            continue
-        if node.op == "placeholder":
-            env[node] = x
-        elif node is not source and node in on:
-            env[node] = _path_op(g, node, env, on, acts, batch, mode, allowed, ops)
-        else:
-            with torch.no_grad():
-                env[node] = _call(g, node, map_arg(node.args, env.__getitem__), map_arg(node.kwargs, env.__getitem__))
-        if node is source:
-            value = env[node]
-            if not torch.is_tensor(value):
-                raise CircuitError(f"{g.name_of(source)} does not output a single tensor; pick another layer")
-            leaf = torch.zeros((batch, *value.shape[1:]), device=value.device, dtype=value.dtype, requires_grad=True)
-            env[node] = leaf * 1.0  # a non-leaf copy, so in-place ops downstream are allowed
-        if node is target:
-            break
-    out = env[target]
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not torch.is_tensor(out) or not out.requires_grad:
-        raise CircuitError(f"{g.name_of(target)} does not change with {g.name_of(source)} through the traced graph")
-    (grad,) = torch.autograd.grad(readout(out), leaf, allow_unused=True)
-    if grad is None:
-        grad = torch.zeros_like(leaf)
-    return grad.detach(), ops
-
-
-def _call(g: Graph, node: fx.Node, args, kwargs):
-    if node.op == "get_attr":
-        obj = g.root
-        for part in str(node.target).split("."):
-            obj = getattr(obj, part)
-        return obj
-    if node.op == "call_function":
-        return node.target(*args, **kwargs)
-    if node.op == "call_method":
-        self_obj, *rest = args
-        return getattr(self_obj, node.target)(*rest, **kwargs)
-    if node.op == "call_module":
-        return g.root.get_submodule(node.target)(*args, **kwargs)
-    if node.op == "output":
-        return args[0]
-    raise CircuitError(f"unsupported graph node {node.op} {node.target}")
-
-
-def _path_op(g, node, env, on, acts, batch, mode, allowed, ops):
-    def value(a: fx.Node):
-        v = env[a]
-        if a not in on and a in acts and torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == 1 and batch > 1:
-            return v.expand(batch, *v.shape[1:])  # a side input of batch 1 next to the batched path
-        if allowed is not None and a in on and (a, node) not in allowed and torch.is_tensor(v):
-            return v.detach()  # edge not on the chosen path
-        return v
-
-    args = map_arg(node.args, value)
-    kwargs = dict(map_arg(node.kwargs, value))
-    if kwargs.get("inplace"):
-        kwargs["inplace"] = False
-    op = classify(node, g.root, on, g.name_of(node))
-    if node.op == "call_function" and node.target is torch.nn.functional.pad and len(args) > 3:
-        args = (*args[:3], 0.0)  # the linear part of a constant pad pads with zeros (avoids -inf)
-    if node.op == "call_function" and node.target is torch.nn.functional.pad and "value" in kwargs:
-        kwargs["value"] = 0.0
-    if node.op == "call_function" and node.target in _INPLACE_FUNCS:
-        node_fn = _INPLACE_FUNCS[node.target]
-        out = node_fn(*args, **kwargs)
-    elif op.kind == "swap":
-        _check_mode(g, op, mode)
-        ops.append(op)
-        return op.swap(*args, **kwargs) if node.op != "call_method" else op.swap(args[0])
-    elif node.op == "call_method" and str(node.target).endswith("_") and not str(node.target).startswith("__"):
-        self_obj, *rest = args
-        out = getattr(self_obj, str(node.target)[:-1])(*rest, **kwargs)
-    else:
-        out = _call(g, node, args, kwargs)
-    if op.kind == "module?":
-        first = args[0] if args else None
-        op = Op("linear", op.label) if out is first else Op("baseline", op.label + " (gradient at baseline)")
-    if op.kind != "linear":
-        _check_mode(g, op, mode)
-    ops.append(op)
-    return out
-
-
-def _check_mode(g: Graph, op: Op, mode: str) -> None:
-    if mode == "exact":
-        raise NonlinearPathError(
-            f"no exact linear path: {op.label.split(' -> ')[0]} is not linear in the source layer. "
-            "Use mode='linearized' (ReLU-like ops -> identity, max-pool -> average-pool), or pick layers "
-            "with only linear ops between them"
-        )
 
 
 def _bbox(support: torch.Tensor) -> tuple[int, int, int, int]:
@@ -252,33 +117,11 @@ def _is_spatial(shape) -> bool:
     return shape is not None and len(shape) == 4 and shape[-1] * shape[-2] > 1
 
 
-@torch.no_grad()
-def _shapes(g: Graph, x: torch.Tensor, target: fx.Node) -> dict[fx.Node, tuple]:
-    env: dict[fx.Node, object] = {}
-    shapes = {}
-    needed = ancestors(target)
-    for node in g.graph.nodes:
-        if node not in needed:
-            continue
-        if node.op == "placeholder":
-            env[node] = x
-        else:
-            env[node] = _call(g, node, map_arg(node.args, env.__getitem__), map_arg(node.kwargs, env.__getitem__))
-        v = env[node]
-        if isinstance(v, (tuple, list)) and v and torch.is_tensor(v[0]):
-            v = v[0]
-        if torch.is_tensor(v):
-            shapes[node] = tuple(v.shape)
-        if node is target:
-            break
-    return shapes
-
-
 def _kernels(
     model, g: Graph, source: fx.Node, pool: fx.Node, vectors: torch.Tensor, mode: str, max_scale: int = 4
 ) -> tuple[torch.Tensor, list[Op], tuple[int, int], tuple[int, int, int, int]]:
     """Centre kernels ``[B, in, kh, kw]`` of ``vectors . pool[:, centre]`` over the source, padding cropped away."""
-    dev = _device(g.root)
+    dev = device_of(g.root)
     gen = torch.Generator().manual_seed(1)
     probe = torch.randn(1, vectors.shape[1], generator=gen).to(dev, vectors.dtype)
     vecs = torch.cat([vectors.to(dev), probe])  # the probe row finds the receptive field of every row
@@ -286,7 +129,7 @@ def _kernels(
     scale = 1
     while True:
         size = (base[0] * scale, base[1] * scale)
-        grad, ops = _run(g, _image(model, size, dev), source, pool, _centre_readout(vecs), len(vecs), mode)
+        grad, ops = path_gradient(g, _image(model, size, dev), source, pool, _centre_readout(vecs), len(vecs), mode)
         if grad.dim() != 4:
             return grad[:-1].reshape(len(vectors), -1, 1, 1), ops, size, (0, 1, 0, 1)
         support = grad[-1].abs().sum(0) > 0
@@ -314,9 +157,11 @@ def _post_vectors(
     model, g: Graph, pool: fx.Node, target: fx.Node, readout_vectors: torch.Tensor, mode: str
 ) -> tuple[torch.Tensor, list[Op]]:
     """For a target without positions: d(readout)/d(pool) summed over positions, ``[B, C_pool]``."""
-    dev = _device(g.root)
+    dev = device_of(g.root)
     vecs = readout_vectors.to(dev)
-    grad, ops = _run(g, _image(model, _native_size(model), dev), pool, target, _centre_readout(vecs), len(vecs), mode)
+    grad, ops = path_gradient(
+        g, _image(model, _native_size(model), dev), pool, target, _centre_readout(vecs), len(vecs), mode
+    )
     return (grad.flatten(2).sum(2) if grad.dim() == 4 else grad), ops
 
 
@@ -351,9 +196,9 @@ def expand(
         raise CircuitError(
             f"{target!r} does not depend on {source!r} in the traced graph; the source must come before the target"
         )
-    dev = _device(g.root)
+    dev = device_of(g.root)
     x = _image(model, _native_size(model), dev)
-    shapes = _shapes(g, x, t_node)
+    shapes = node_shapes(g, x, t_node)
     pool = _pool_node(g, s_node, t_node, shapes)
     if directions is not None:
         vectors = torch.as_tensor(directions, dtype=torch.float32)
@@ -382,7 +227,7 @@ def expand(
             per = []
             for p in paths:
                 allowed = set(zip(p[:-1], p[1:], strict=True))
-                grad, _ = _run(g, img, s_node, pool, _centre_readout(v), len(v), "linearized", allowed)
+                grad, _ = path_gradient(g, img, s_node, pool, _centre_readout(v), len(v), "linearized", allowed)
                 per.append((grad if grad.dim() != 4 else grad[:, :, box[0] : box[1], box[2] : box[3]]).cpu())
             path_pieces.append(torch.stack(per).reshape(len(paths), *k.shape))
     labels = list(dict.fromkeys(op.label for op in ops_all if op.kind != "linear"))
@@ -404,13 +249,15 @@ def path_report(model, source: str, target: str) -> list[Op]:
     """Every op between two layers with how the expansion treats it (``linear``/``swap``/``baseline``)."""
     g = trace(model)
     s, t = g.node(source), g.node(target)
-    dev = _device(g.root)
-    shapes = _shapes(g, _image(model, _native_size(model), dev), t)
+    dev = device_of(g.root)
+    shapes = node_shapes(g, _image(model, _native_size(model), dev), t)
     pool = _pool_node(g, s, t, shapes)
     width = _channels(shapes, pool)
-    _, ops = _run(g, _image(model, _native_size(model), dev), s, pool, _centre_readout(torch.ones(1, width)), 1, "auto")
+    _, ops = path_gradient(
+        g, _image(model, _native_size(model), dev), s, pool, _centre_readout(torch.ones(1, width)), 1, "auto"
+    )
     if pool is not t:
-        _, post = _run(g, _image(model, _native_size(model), dev), pool, t, lambda out: out.sum(), 1, "auto")
+        _, post = path_gradient(g, _image(model, _native_size(model), dev), pool, t, lambda out: out.sum(), 1, "auto")
         ops += post
     return ops
 

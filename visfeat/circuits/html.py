@@ -1,22 +1,123 @@
-"""A circuit as an offline HTML page and an SVG diagram, drawn by the gallery's templates (one HTML writer:
-``visfeat circuit`` and ``visfeat gallery build`` draw circuits the same way), and as a PNG figure.
+"""A circuit as an offline HTML page and an SVG diagram, drawn by the shared templates of :mod:`visfeat.html` (so
+``visfeat circuit`` and the gallery draw circuits alike), and as a PNG figure.
 
-Weight kernels are heatmaps: red where the source excites the target, blue where it inhibits, white
-at zero, one colour scale per level so kernels of one level compare directly.
+Weight kernels are heatmaps: red where the source excites the target, blue where it inhibits, white at zero, one
+colour scale per level so kernels of one level compare directly.
 """
 
 from __future__ import annotations
 
 import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..images import atomic_write, to_uint8
+from ..html import STATIC, Frame, data_uri, image_bytes, kernel_heatmap, render_page
+from ..images import atomic_write, save_image, to_uint8
+from ..units import parse_unit
+from ..version import __version__
 from .circuit import Circuit
 
 _CELL = 10  # pixels per kernel tap in the heatmaps
 _IMG = 112  # feature-visualization size in the diagram
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One kernel tap drawn as an SVG rectangle."""
+
+    x: int
+    y: int
+    fill: str
+    v: float
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel heatmap: its taps, their size in px, and where it sits (inside the diagram, for a node)."""
+
+    w: int
+    h: int
+    cell: int
+    cells: tuple[Cell, ...]
+    x: float = 0.0
+    y: float = 0.0
+
+
+@dataclass(frozen=True)
+class Line:
+    """An edge of the diagram, red or blue by its net sign, as wide as its weight."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    src: str
+    dst: str
+    colour: str
+    width: float
+    excite: float
+    inhibit: float
+
+
+@dataclass(frozen=True)
+class NodeBox:
+    """A node of the diagram: its picture, its gallery page (if any) and its kernel onto its strongest parent."""
+
+    unit: str
+    x: float
+    y: float
+    image: str | None
+    href: str | None
+    kernel: Kernel | None
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    """One row of a level's table: an edge with the source's picture and page."""
+
+    src: str
+    dst: str
+    excite: float
+    inhibit: float
+    cancellation: float | None
+    image: str | None
+    href: str | None
+    dst_href: str | None
+    kernel: Kernel
+
+
+@dataclass(frozen=True)
+class EdgeTable:
+    """The edges from one source layer to the level above it, strongest first."""
+
+    source: str
+    target: str
+    mode: str
+    ops: list[str]
+    rows: tuple[EdgeRow, ...]
+
+
+@dataclass(frozen=True)
+class CircuitView:
+    """What the circuit templates draw."""
+
+    target: str
+    layers: list[str]
+    model: str
+    warnings: list[str]
+    width: float
+    height: float
+    img: int
+    lines: tuple[Line, ...]
+    nodes: tuple[NodeBox, ...]
+    tables: tuple[EdgeTable, ...]
+    nmf: list
+    nmf_error: float | None
+    nmf_rgb: str | None
+    render_note: str
 
 
 def _colour(v: float, scale: float) -> str:
@@ -28,20 +129,24 @@ def _colour(v: float, scale: float) -> str:
     return f"#{g:02x}{g:02x}ff"
 
 
-def _cells(kernel: list[list[float]], scale: float, cell: int) -> list[dict]:
+def _kernel(kernel: list[list[float]], scale: float, cell: int, x: float = 0.0, y: float = 0.0) -> Kernel:
     """A kernel's taps as SVG rectangles (position, colour, value)."""
-    return [
-        {"x": j * cell, "y": i * cell, "fill": _colour(v, scale), "v": v}
-        for i, row in enumerate(kernel)
-        for j, v in enumerate(row)
-    ]
+    cells = tuple(
+        Cell(j * cell, i * cell, _colour(v, scale), v) for i, row in enumerate(kernel) for j, v in enumerate(row)
+    )
+    return Kernel(len(kernel[0]) * cell, len(kernel) * cell, cell, cells, x, y)
 
 
-def circuit_context(data: dict, images: dict[str, str], links: dict[str, str], model_name: str = "") -> dict:
+def _render_note(render: dict) -> str:
+    """How the node pictures were made, as the page says it ('' when the circuit has none)."""
+    return f"Feature visualizations: {render.get('steps')} steps, seed {render.get('seed')}." if render else ""
+
+
+def circuit_context(data: dict, images: dict[str, str], links: dict[str, str], model_name: str = "") -> CircuitView:
     """What the circuit templates draw, from :meth:`Circuit.to_dict`: node positions by level (target on top),
     edges red/blue by net sign, each node's kernel onto its strongest parent, and the per-level tables.
 
-    ``images``/``links``: per unit, the address of its picture and of its gallery page (if any)."""
+    ``images``/``links``: per unit, the page-relative address of its picture and of its gallery page (if any)."""
     nodes, edges = data["nodes"], data["edges"]
     levels = max(n["level"] for n in nodes) + 1
     per = [[n for n in nodes if n["level"] == lv] for lv in range(levels)]
@@ -63,19 +168,21 @@ def circuit_context(data: dict, images: dict[str, str], links: dict[str, str], m
     lines = []
     for e in edges:
         (x0, y0), (x1, y1) = pos[e["src"]], pos[e["dst"]]
+        net = abs(e["excite"]) + abs(e["inhibit"])
+        colour = "#d62728" if e["excite"] + e["inhibit"] >= 0 else "#1f77b4"
         lines.append(
-            {
-                "x1": x0 + _IMG / 2,
-                "y1": y0,
-                "x2": x1 + _IMG / 2,
-                "y2": y1 + _IMG + 14,
-                "src": e["src"],
-                "dst": e["dst"],
-                "colour": "#d62728" if e["excite"] + e["inhibit"] >= 0 else "#1f77b4",
-                "width": 0.5 + 5 * (abs(e["excite"]) + abs(e["inhibit"])) / biggest,
-                "excite": e["excite"],
-                "inhibit": e["inhibit"],
-            }
+            Line(
+                x0 + _IMG / 2,
+                y0,
+                x1 + _IMG / 2,
+                y1 + _IMG + 14,
+                e["src"],
+                e["dst"],
+                colour,
+                0.5 + 5 * net / biggest,
+                e["excite"],
+                e["inhibit"],
+            )
         )
     boxes = []
     for n in nodes:
@@ -84,86 +191,61 @@ def circuit_context(data: dict, images: dict[str, str], links: dict[str, str], m
         kern = None
         if mine:
             e = max(mine, key=lambda e: abs(e["excite"]) + abs(e["inhibit"]))
-            kh = len(e["kernel"])
-            kern = {
-                "x": x + _IMG + 4,
-                "y": y + _IMG - kh * cell,
-                "w": len(e["kernel"][0]) * cell,
-                "h": kh * cell,
-                "cell": cell,
-                "cells": _cells(e["kernel"], scale[n["level"]], cell),
-            }
-        boxes.append(
-            {
-                "unit": n["unit"],
-                "x": x,
-                "y": y,
-                "image": images.get(n["unit"]),
-                "href": links.get(n["unit"]),
-                "kernel": kern,
-            }
-        )
+            kern = _kernel(e["kernel"], scale[n["level"]], cell, x + _IMG + 4, y + _IMG - len(e["kernel"]) * cell)
+        boxes.append(NodeBox(n["unit"], x, y, images.get(n["unit"]), links.get(n["unit"]), kern))
     tables = []
     for lv in range(1, len(data["layers"])):
         units = {n["unit"] for n in per[lv]} if lv < levels else set()
         rows = sorted((e for e in edges if e["src"] in units), key=lambda e: -(abs(e["excite"]) + abs(e["inhibit"])))
-        tables.append(
-            {
-                "source": data["layers"][lv],
-                "target": data["layers"][lv - 1],
-                "mode": data["modes"][lv - 1],
-                "ops": data["linearized"][lv - 1],
-                "rows": [
-                    {
-                        **e,
-                        "image": images.get(e["src"]),
-                        "href": links.get(e["src"]),
-                        "dst_href": links.get(e["dst"]),
-                        "w": len(e["kernel"][0]) * cell,
-                        "h": len(e["kernel"]) * cell,
-                        "cell": cell,
-                        "cells": _cells(e["kernel"], scale.get(lv, 0.0), cell),
-                    }
-                    for e in rows
-                ],
-            }
+        table_rows = tuple(
+            EdgeRow(
+                e["src"],
+                e["dst"],
+                e["excite"],
+                e["inhibit"],
+                e["cancellation"],
+                images.get(e["src"]),
+                links.get(e["src"]),
+                links.get(e["dst"]),
+                _kernel(e["kernel"], scale.get(lv, 0.0), cell),
+            )
+            for e in rows
         )
-    return {
-        "target": data["target"],
-        "layers": data["layers"],
-        "model": model_name,
-        "warnings": data["warnings"],
-        "width": cols * gap_x + 40,
-        "height": (levels - 1) * gap_y + _IMG + 40,
-        "img": _IMG,
-        "lines": lines,
-        "nodes": boxes,
-        "tables": tables,
-        "nmf": data.get("nmf_top_channels", []),
-        "nmf_error": data.get("nmf_error"),
-        "nmf_rgb": _nmf_uri(data.get("nmf_rgb")),
-        "render": data.get("render", {}),
-    }
+        src, dst = data["layers"][lv], data["layers"][lv - 1]
+        tables.append(EdgeTable(src, dst, data["modes"][lv - 1], data["linearized"][lv - 1], table_rows))
+    return CircuitView(
+        target=data["target"],
+        layers=data["layers"],
+        model=model_name,
+        warnings=data["warnings"],
+        width=cols * gap_x + 40,
+        height=(levels - 1) * gap_y + _IMG + 40,
+        img=_IMG,
+        lines=tuple(lines),
+        nodes=tuple(boxes),
+        tables=tuple(tables),
+        nmf=data.get("nmf_top_channels", []),
+        nmf_error=data.get("nmf_error"),
+        nmf_rgb=_nmf_uri(data.get("nmf_rgb")),
+        render_note=_render_note(data.get("render", {})),
+    )
 
 
 def _nmf_uri(rgb) -> str | None:
     """The NMF's spatial factors as a picture; None without one or for 1x1 kernels (nothing spatial to show)."""
     if not rgb or (len(rgb[0]) == 1 and len(rgb[0][0]) == 1):
         return None
-    from ..gallery.site import data_uri, image_bytes
-
     return data_uri(image_bytes(torch.tensor(rgb), 96, nearest=True))
+
+
+def node_image_name(unit: str) -> str:
+    """The file name of a node's picture (the unit string made file-system safe)."""
+    return f"{parse_unit(unit).filename()}.png"
 
 
 def write_circuit(circuit: Circuit, out: str | Path, model_name: str = "") -> dict[str, Path]:
     """Write ``circuit.html``, ``circuit.svg``, ``circuit.json``, ``circuit.png``, the node pictures
     (``img/UNIT.png``) and the stylesheet (``static/``), all referenced relatively, atomically."""
-    import json
-
-    from ..gallery.site import STATIC, render_page
-    from ..images import save_image
-    from ..units import parse_unit
-
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
     (out / "static").mkdir(exist_ok=True)
@@ -171,33 +253,23 @@ def write_circuit(circuit: Circuit, out: str | Path, model_name: str = "") -> di
     images = {}
     for n in circuit.nodes:
         if n.image is not None:
-            images[n.unit] = f"img/{parse_unit(n.unit).filename()}.png"
+            images[n.unit] = f"img/{node_image_name(n.unit)}"
             save_image(n.image, out / images[n.unit])
     data = circuit.to_dict()
     context = circuit_context(data, images, {}, model_name)
     paths = {k: out / f"circuit.{k}" for k in ("html", "svg", "json", "png")}
-    page = render_page(
-        "circuit.html", root="", c=context, crumbs=[], title=f"circuit {circuit.target}", version=_version()
-    )
-    atomic_write(paths["html"], page.encode())
+    frame = Frame(title=f"circuit {circuit.target}", version=__version__, css="static/style.css")
+    atomic_write(paths["html"], render_page("circuit.html", frame=frame, c=context).encode())
     atomic_write(paths["svg"], render_page("circuit.svg", c=context).encode())
     circuit_figure(circuit, paths["png"])
     atomic_write(paths["json"], json.dumps(data, indent=1).encode())
     return paths
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def circuit_figure(circuit: Circuit, path: str | Path, tile: int = 112) -> None:
     """A PNG of the circuit: one row per level (target on top), each contributor's picture above its kernel onto
     the node of the level above that it feeds most (red excite, blue inhibit; one colour scale per level)."""
     from PIL import Image, ImageDraw
-
-    from ..gallery.site import kernel_heatmap
 
     levels = max(n.level for n in circuit.nodes) + 1
     cols = max(len(circuit.level(i)) for i in range(levels))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import VisfeatError
-from . import add_model_args, load_model_from_args
+from .options import add_model_args, load_model_from_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model = load_model_from_args(args)
     info = model.layer(args.layer)
-    size = model.spec.size[0] if model.spec.size else 224
+    size = model.input_size[0]
     dataset = image_dataset(args.images, size=size, n=args.n_images)  # empty folder: error before any work
     sae = None
     if args.sae:

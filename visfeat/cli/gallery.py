@@ -36,23 +36,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import VisfeatError
-    from ..gallery import build_gallery, estimate, load_spec
-    from ..gallery.build import load_gallery_model
-    from ..gallery.plan import make_plan
-    from ..images import check_writable
+    from ..gallery import build_gallery, calibrate, estimate, load_gallery_model, make_plan
+    from ..gallery.context import open_spec
 
-    spec = load_spec(args.spec)  # spec errors before the model loads
-    check_writable(args.out)
     for what in ("workers", "threads"):
         if getattr(args, what) is not None and getattr(args, what) < 1:
             raise VisfeatError(f"--{what} must be at least 1, got {getattr(args, what)}")
-    # with Ray this process only plans and writes pages: its copy of the model stays on the CPU
-    model = load_gallery_model(spec, "cpu" if args.ray is not False and not args.dry_run else args.device)
     if args.dry_run:
+        spec = open_spec(args.spec, args.out)  # spec errors before the model loads
+        model = load_gallery_model(spec, args.device)
         plan = make_plan(spec, model)
         print(plan.describe())
         t = time.perf_counter()
-        seconds = estimate(plan, model)
+        seconds = estimate(plan, model, calibrate(plan, model))
         total = sum(seconds.values())
         print(
             "estimate on this machine (calibrated in %.0f s): " % (time.perf_counter() - t)
@@ -61,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     report = build_gallery(
-        spec,
+        args.spec,
         args.out,
-        model=model,
         progress=not args.no_progress,
         threads=args.threads,
         ray=args.ray,

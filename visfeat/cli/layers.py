@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_model_args, load_model_from_args
+from .options import add_model_args, load_model_from_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ import json
 import platform
 from pathlib import Path
 
-from . import add_model_args, load_model_from_args, positive_int
+from ..version import __version__
+from .options import add_model_args, add_render_options, load_model_from_args, positive_int, render_options
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -20,11 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "blocks.4:all",
     )
     p.add_argument("-o", "--out", required=True, help="output folder (created)")
-    p.add_argument("--steps", type=positive_int, default=256)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
-    p.add_argument("--views", type=positive_int, default=1, help="random transforms per image and step (averaged)")
-    p.add_argument("--seed", type=int, default=0)
+    add_render_options(p)
     p.add_argument(
         "--param", default=None, choices=["fourier", "pixel", "maco"], help="default: render's (Fourier for CNNs)"
     )
@@ -55,7 +52,7 @@ def check_syntax(texts: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import __version__, param
+    from .. import param
     from ..images import atomic_write, check_writable, save_image
     from ..render import default_param, render
     from ..units import parse_units
@@ -78,10 +75,7 @@ def run(args: argparse.Namespace) -> int:
             model,
             objectives[chunk],
             param=p,
-            steps=args.steps,
-            lr=args.lr,
-            lr_schedule=args.lr_schedule,
-            views=args.views,
+            **render_options(args),
             seed=args.seed + start,
             amp=args.amp,
             progress=not args.no_progress,

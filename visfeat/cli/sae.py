@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import VisfeatError
-from . import add_model_args, load_model_from_args, positive_int
+from .options import add_model_args, add_render_options, load_model_from_args, render_options
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -36,11 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     i.add_argument("--render", default=None, help="latents to render, e.g. '0-7' or '3,9'")
     i.add_argument("--examples", default=None, help="latents to draw dataset examples for, e.g. '0-7'")
     i.add_argument("-o", "--out", default=None, help="output folder for renders and examples")
-    i.add_argument("--steps", type=positive_int, default=256)
-    i.add_argument("--lr", type=float, default=0.05)
-    i.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
-    i.add_argument("--views", type=positive_int, default=1, help="random transforms per image and step (averaged)")
-    i.add_argument("--seed", type=int, default=0)
+    add_render_options(i)
     i.add_argument("--reduce", default="center", choices=["center", "mean"], help="latent at the centre or mean")
     i.add_argument("--images", default=None, help="folder for dataset examples; default: the embedded set")
     i.add_argument("--weights", help="local weights file of the model (offline)")
@@ -79,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
         tokens=args.tokens,
     )
     config = S.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    size = model.spec.size[0] if model.spec.size else 224
+    size = model.input_size[0]
     train_set = image_dataset(args.images, size=size, n=args.n_images)
     test_set = image_dataset(args.test_images, size=size, n=args.n_test, split="test")
     out = Path(args.out)
@@ -117,26 +113,20 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise VisfeatError("--render and --examples write pictures: pass an output folder with -o")
-    kwargs = {"weights": args.weights} if args.weights else {}
-    model = load_model(args.model or cfg["model"], **kwargs)
-    if args.device:
-        model.to(args.device)
+    model = load_model(args.model or cfg["model"], weights=args.weights, device=args.device)
     sae = S.load(args.sae, model=model, layer=cfg["layer"], device=model.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.render:
         from ..images import save_image
-        from ..objectives import sae_features
         from ..render import render
+        from ..sae.objectives import sae_features
 
         latents = parse_units(args.render, sae.config.d_sae)
         result = render(
             model,
             sae_features(sae, latents, reduce=args.reduce),
-            steps=args.steps,
-            lr=args.lr,
-            lr_schedule=args.lr_schedule,
-            views=args.views,
+            **render_options(args),
             seed=args.seed,
             progress=not args.no_progress,
         )
@@ -150,7 +140,7 @@ def _inspect(args: argparse.Namespace) -> int:
         from ..images import save_image
 
         latents = parse_units(args.examples, sae.config.d_sae)
-        size = model.spec.size[0] if model.spec.size else 224
+        size = model.input_size[0]
         dataset = image_dataset(args.images, size=size)
         ex = dataset_examples(
             model, cfg["layer"], dataset, sae=sae, cache=out / "examples", progress=not args.no_progress

@@ -13,7 +13,7 @@ from collections import Counter
 
 import torch
 
-from . import Examples
+from .result import Examples
 
 
 def patch_locations(ex: Examples, unit: int) -> list[tuple[str, float, float]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Examples
+from .result import Examples
 
 
 def overlay(image: torch.Tensor, heat: torch.Tensor, vmax: float) -> torch.Tensor:

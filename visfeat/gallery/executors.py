@@ -1,8 +1,9 @@
 """Executors: who runs a build's jobs. :class:`Local` runs them one after another in this process;
-:class:`RayPool` runs the very same :class:`~visfeat.gallery.plan.Job` objects on long-lived Ray worker actors.
+:class:`RayPool` runs the very same :class:`~visfeat.gallery.stages.base.Job` objects on long-lived Ray worker
+actors, each handed the driver's plan (through Ray's object store, once) instead of planning again.
 
-Both yield ``(job, record)`` as jobs finish, and neither returns images: a job writes its files into the
-store itself (:func:`visfeat.gallery.jobs.run_job`), so with Ray the site folder must be storage that every
+Both yield ``(job, seconds)`` as jobs finish, and neither returns images: a job writes its files into the
+store itself (:func:`visfeat.gallery.context.run_job`), so with Ray the site folder must be storage that every
 worker sees (one machine, NFS, a bucket mount). Ray is imported only when a :class:`RayPool` is made.
 """
 
@@ -21,8 +22,9 @@ from pathlib import Path
 import torch
 
 from ..errors import VisfeatError
-from .jobs import Context, run_job
-from .plan import Job
+from .context import RunContext, load_gallery_model, open_run, run_job
+from .plan import Plan, fingerprint
+from .stages.base import Job
 
 MAX_ATTEMPTS = 3  # a job whose worker died is retried on another worker, at most this many times in all
 
@@ -46,10 +48,10 @@ def torch_threads(threads: int | None):
 class Local:
     """Jobs one after another in this process, on the build's own model."""
 
-    ctx: Context
+    ctx: RunContext
     threads: int | None = None
 
-    def run(self, jobs: Iterable[Job], started=None) -> Iterator[tuple[Job, dict]]:
+    def run(self, jobs: Iterable[Job], started=None) -> Iterator[tuple[Job, float]]:
         for job in jobs:
             if started is not None:
                 started(f"{job.stage} {job.section}".strip())
@@ -62,39 +64,40 @@ class Local:
 
 class GalleryWorker:
     """A Ray actor's state: the spec's model, loaded once per process (a restarted actor loads it again from
-    the spec, never from weights sent through the object store), with the plan and store of the build."""
+    the spec, never from weights sent through the object store), checked against the driver's weights; the
+    driver's plan arrives with the first job (and again after a restart)."""
 
-    def __init__(self, spec, out: str, device: str | None, threads: int | None, fingerprint: str):
-        from ..data import image_dataset
-        from .build import load_gallery_model
-        from .plan import image_size, make_plan
-        from .store import CACHE, Store
-
-        self.threads = threads
+    def __init__(self, spec, out: str, device: str | None, threads: int | None, weights: str):
+        self.spec, self.out, self.threads = spec, out, threads
         with torch_threads(threads):
-            model = load_gallery_model(spec, device)
-            plan = make_plan(spec, model)
-        if plan.fingerprint != fingerprint:
+            self.model = load_gallery_model(spec, device)
+            mine = fingerprint(self.model)
+        if mine != weights:
             raise VisfeatError(
                 f"the worker on {socket.gethostname()} loaded different weights for {spec.model} "
-                f"(fingerprint {plan.fingerprint}, the driver's {fingerprint}); give every machine the same "
+                f"(fingerprint {mine}, the driver's {weights}); give every machine the same "
                 "weights file (weights = a path on shared storage)"
             )
-        dataset = image_dataset(spec.images, size=image_size(model), n=spec.n_images)
-        self.ctx = Context(plan, model, Store(Path(out) / CACHE), dataset)
+        self.ctx: RunContext | None = None
+        self.plan_ref = None
 
     def where(self) -> dict:
         """Host, process id and device of this worker (for logs and tests)."""
-        return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.ctx.model.device)}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.model.device)}
 
     def resolve(self, settings, unit: str | None = None):
         """``settings`` with ``"auto"`` resolved for this worker's device (see :meth:`RayPool.resolve`)."""
-        from .plan import resolve_settings
+        from .auto import resolve_settings
 
-        return resolve_settings(self.ctx.model, settings, unit)
+        return resolve_settings(self.model, settings, unit)
 
-    def run(self, job: Job) -> dict:
-        """Run one job (its files go to the store); returns its small record."""
+    def run(self, job: Job, plan: list) -> float:
+        """Run one job (its files go to the store); returns its seconds. ``plan``: ``[ObjectRef]`` of the build's
+        plan (in a list, so Ray passes the reference and the plan is fetched once per worker)."""
+        if self.plan_ref != plan[0]:
+            import ray
+
+            self.ctx, self.plan_ref = open_run(ray.get(plan[0]), self.model, self.out), plan[0]
         with torch_threads(self.threads):
             return run_job(self.ctx, job)
 
@@ -169,6 +172,7 @@ class RayPool:
         self._down: dict[int, tuple[float, float]] = {}  # restarting workers: when each died, when to ask next
         self._probes: dict = {}  # ref -> worker: a restarting worker's first call, answered once it is back
         self._gone: set[int] = set()  # workers Ray could not restart
+        self.plan: list = []  # [ObjectRef] of the build's plan (see use)
 
     def _start(self) -> None:
         """Start the worker actors (once): each loads the model; errors loading it surface here."""
@@ -199,7 +203,13 @@ class RayPool:
         """Where each worker runs (waits for every worker to have loaded the model)."""
         return self.ray.get([w.where.remote() for w in self.workers])
 
-    def run(self, jobs: Iterable[Job], started=None) -> Iterator[tuple[Job, dict]]:
+    def use(self, plan: Plan) -> RayPool:
+        """Hand the build's plan to the workers (put once into Ray's object store; each worker fetches it with its
+        first job). Returns the pool."""
+        self.plan = [self.ray.put(plan)]
+        return self
+
+    def run(self, jobs: Iterable[Job], started=None) -> Iterator[tuple[Job, float]]:
         self._start()
         ray = self.ray
         jobs = list(jobs)
@@ -229,24 +239,24 @@ class RayPool:
                     continue
                 job, i, sent = flight.pop(ref)
                 queued[i] -= 1
-                row = {"job": _name(job), "worker": i, "sent": sent, "seconds": None, "lost": False}
+                row = {"job": job.name, "worker": i, "sent": sent, "seconds": None, "lost": False}
                 self.timeline.append(row)
                 try:
-                    record = ray.get(ref)
-                    row.update(ended=time.perf_counter(), seconds=record.get("seconds"))
+                    seconds = ray.get(ref)
+                    row.update(ended=time.perf_counter(), seconds=seconds)
                 except ray.exceptions.RayActorError as e:  # died (or restarting): the job may or may not have run
                     row.update(ended=time.perf_counter(), lost=True)
                     died_on.setdefault(job.key, set()).add(i)
                     attempts[job.key] = attempts.get(job.key, 0) + 1
                     if attempts[job.key] >= MAX_ATTEMPTS:
-                        raise VisfeatError(f"{_name(job)} lost its worker {MAX_ATTEMPTS} times; last: {e}") from e
+                        raise VisfeatError(f"{job.name} lost its worker {MAX_ATTEMPTS} times; last: {e}") from e
                     self._down.setdefault(i, (time.perf_counter(), 0.0))
-                    self.log(f"ray: worker {i} died; its {_name(job)} goes to another worker, or to it once restarted")
+                    self.log(f"ray: worker {i} died; its {job.name} goes to another worker, or to it once restarted")
                     pending.appendleft(job)
                     continue
                 except ray.exceptions.RayTaskError as e:
                     raise e.as_instanceof_cause() from None  # the job's own error (a bad spec value, NaNs)
-                yield job, record
+                yield job, seconds
 
     def _answer(self, i: int, ref) -> None:
         """A restarting worker's answer: back (it takes jobs again), still restarting (ask again in a moment),
@@ -277,7 +287,7 @@ class RayPool:
                 return
             i = min(room, key=lambda k: (queued[k], k in died_on.get(job.key, ()), k))
             pending.popleft()
-            flight[self.workers[i].run.remote(job)] = (job, i, time.perf_counter())
+            flight[self.workers[i].run.remote(job, self.plan)] = (job, i, time.perf_counter())
             queued[i] += 1
 
     def close(self) -> None:
@@ -288,8 +298,3 @@ class RayPool:
         if self.started:
             self.ray.shutdown()
             self.started = False
-
-
-def _name(job: Job) -> str:
-    units = f"{job.slugs[0]}..{job.slugs[-1]}" if job.slugs else ""
-    return " ".join(part for part in (job.stage, "job", job.section, units) if part)

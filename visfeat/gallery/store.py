@@ -49,6 +49,10 @@ class Store:
     def file(self, kind: str, key: str, name: str) -> Path:
         return self.root / kind / key / name
 
+    def relative(self, kind: str, key: str, name: str) -> str:
+        """A stored file's path from the folder holding the store (the site), for commands a page prints."""
+        return f"{self.root.name}/{kind}/{key}/{name}"
+
     def sweep(self) -> int:
         """Delete temporary files that a killed build left mid-write (``.NAME.*`` beside their target)."""
         stale = [p for p in self.root.rglob(".*") if p.is_file()] if self.root.is_dir() else []

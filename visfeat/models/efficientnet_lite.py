@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from ..errors import VisfeatError
-from ._registry import register_model
 from .model import Model
+from .registry import register_model
 from .spec import InputSpec
 
 _SIZES = {0: 224, 1: 240, 2: 260, 3: 280, 4: 300}

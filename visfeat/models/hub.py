@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from ..errors import OfflineError, VisfeatError
-from ._registry import register_model
 from .download import fetch
 from .model import Model
+from .registry import register_model
 from .spec import InputSpec
 
 #: Lucid's InceptionV1 (inception5h), as converted for lucent's model zoo.

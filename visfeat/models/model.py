@@ -10,6 +10,8 @@ from torch import nn
 
 from ..errors import UnknownLayerError, VisfeatError, unknown
 from ..hooks import LOGITS, activations, capture, run
+from ..vit.tokens import infer_layout, is_channels_last
+from ..vit.units import model_grid
 from .spec import InputSpec
 
 
@@ -49,6 +51,12 @@ class Model:
         _no_inplace(self.module)
 
     @property
+    def input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images the model takes: the spec's size, or (224, 224) for a model of any size."""
+        size = self.spec.size or (224, 224)
+        return int(size[0]), int(size[1])
+
+    @property
     def device(self) -> torch.device:
         for p in self.module.parameters():
             return p.device
@@ -77,8 +85,7 @@ class Model:
     def layers(self) -> dict[str, LayerInfo]:
         """Every named submodule with its output shape at the spec's input size (one dry forward)."""
         names = [n for n, _ in self.module.named_modules() if n]
-        h, w = self.spec.size or (224, 224)
-        x = torch.rand(1, 3, h, w, device=self.device)
+        x = torch.rand(1, 3, *self.input_size, device=self.device)
         with (
             torch.no_grad(),
             capture(self.module, names + [LOGITS], stop_early=False, logits=self.logits_layer) as acts,
@@ -131,9 +138,6 @@ def _no_inplace(module: nn.Module) -> None:
 def _token_layout(model: Model, mods: dict, name: str, act, layout: str) -> tuple[str, str]:
     """Refine the catalogue layout: per-head queries/keys, channels-last spatial maps (Swin), and where a
     token layer's tokens come from."""
-    from ..vit.tokens import infer_layout, is_channels_last
-    from ..vit.units import model_grid
-
     parent = mods.get(name.rpartition(".")[0])
     if layout == "CHW" and name.endswith(("q_norm", "k_norm")) and act.shape[1] == getattr(parent, "num_heads", -1):
         return "heads", ""

@@ -4,53 +4,9 @@ own random init."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
-import torch
-from torch import nn
-
-from ..errors import VisfeatError, unknown
+from .factory import Param, create, fourier, list_params, maco, pixel
 from .maco import Maco, default_spectrum, spectrum_from_images
 from .spatial import Fourier, Pixel
-
-
-class Param(Protocol):
-    size: int | tuple[int, int]
-
-    def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> nn.Module: ...
-
-
-def pixel(size: int | tuple[int, int] = 128, sd: float = 0.01, decorrelate: bool = True) -> Pixel:
-    """Plain pixels (noisy results; a baseline)."""
-    return Pixel(size, sd, decorrelate)
-
-
-def fourier(
-    size: int | tuple[int, int] = 128, sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True
-) -> Fourier:
-    """1/f-scaled Fourier spectrum with colour decorrelation (Lucid's default)."""
-    return Fourier(size, sd, decay, decorrelate)
-
-
-def maco(size: int | tuple[int, int] = 224, spectrum=None, contrast: float = 1.0) -> Maco:
-    """Phase-only optimization with a fixed natural magnitude spectrum (MACO)."""
-    return Maco(size, spectrum, contrast)
-
-
-_PARAMS: dict[str, Callable[..., Param]] = {"pixel": pixel, "fourier": fourier, "maco": maco}
-
-
-def list_params() -> list[str]:
-    return sorted(_PARAMS)
-
-
-def create(name: str, **kwargs) -> Param:
-    """A parameterization by name (``"pixel"``, ``"fourier"``, ``"maco"``)."""
-    if name not in _PARAMS:
-        raise VisfeatError(unknown("parameterization", name, _PARAMS))
-    return _PARAMS[name](**kwargs)
-
 
 __all__ = [
     "Fourier",

@@ -104,10 +104,6 @@ class SAE(nn.Module):
         z = self.encode(x)
         return self.decode(z), z
 
-    def get_dictionary(self) -> torch.Tensor:
-        """The decoder directions ``[d_sae, d_in]`` (unit norm, normalized-input units)."""
-        return self.W_dec
-
     # --- training ----------------------------------------------------------------------------
     def sparsity_loss(self, z: torch.Tensor) -> torch.Tensor:
         """Extra penalty of the variant (none by default)."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from . import register_variant
 from .base import SAE, SAEConfig
+from .registry import register_variant
 
 
 @register_variant("batchtopk")

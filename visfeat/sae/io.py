@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from ..images import atomic_write
+from ..version import __version__
 from .base import SAE, SAEConfig, SAEError
+from .registry import from_config
 
 FORMAT = "visfeat-sae/1"
 
@@ -25,8 +27,6 @@ def paths(path: str | Path) -> tuple[Path, Path]:
 def save(sae: SAE, path: str | Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
     """Write the SAE atomically; returns the ``.safetensors`` path."""
     from safetensors.torch import save as st_save
-
-    from .. import __version__
 
     weights, config = paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +64,6 @@ def load(path: str | Path, model=None, layer: str | None = None, device: str | t
     """Load an SAE; with ``model`` / ``layer`` given, check that it was trained on them."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from . import from_config
 
     weights, _ = paths(path)
     meta = read_meta(path)

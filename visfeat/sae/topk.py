@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from . import register_variant
 from .base import SAE
+from .registry import register_variant
 
 
 @register_variant("topk")

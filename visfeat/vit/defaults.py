@@ -35,11 +35,7 @@ def is_token_model(model) -> bool:
     flag = getattr(model, "token_model", None)
     if flag is not None:
         return bool(flag)
-    try:
-        layers = model.layers
-    except Exception:  # a model whose dry forward fails at the default size is left to the CNN defaults
-        return False
-    return any(info.layout == "tokens" for info in layers.values())
+    return any(info.layout == "tokens" for info in model.layers.values())
 
 
 def vit_param(model, settings: ViTDefaults = DEFAULTS) -> params.Param | None:
@@ -56,5 +52,4 @@ def vit_transforms(model, settings: ViTDefaults = DEFAULTS) -> tf.Transform | No
     for token models; None for others."""
     if not is_token_model(model):
         return None
-    size = tuple(model.spec.size or (224, 224))
-    return tf.compose(tf.crops_with_noise(settings.crop, settings.noise), tf.resize(size))
+    return tf.compose(tf.crops_with_noise(settings.crop, settings.noise), tf.resize(model.input_size))

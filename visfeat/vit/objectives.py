@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnitError
-from ..objectives import Acts, Objective, _layer_act, _on_batch, _suffix, projection
+from ..objectives import Acts, Objective, batch_suffix, layer_act, projection, restrict_to_image
 from .tokens import MEAN, TokenLayout, TokenSelector, as_tokens, infer_layout, parse_selector
 
 Tokens = TokenSelector | str
@@ -31,7 +31,7 @@ def _sel(tokens: Tokens) -> TokenSelector:
 
 def selected(acts: Acts, layer: str, tokens: Tokens, layout: TokenLayout | None = None) -> torch.Tensor:
     """The selected tokens of ``layer``: ``[B, n, D]``."""
-    toks, lay = as_tokens(_layer_act(acts, layer), layer, layout)
+    toks, lay = as_tokens(layer_act(acts, layer), layer, layout)
     return _sel(tokens).select(toks, lay, layer)
 
 
@@ -67,9 +67,9 @@ def channel(
             score = score + pre_weight * (p - p.detach())
         return score
 
-    name = f"token_channel({layer}:{channel}@{sel}){_suffix(batch)}"
+    name = f"token_channel({layer}:{channel}@{sel}){batch_suffix(batch)}"
     layers = frozenset([layer] + ([pre_layer] if pre_layer else []))
-    return Objective(_on_batch(fn, batch), layers, name)
+    return Objective(restrict_to_image(fn, batch), layers, name)
 
 
 def neuron(
@@ -98,7 +98,9 @@ def direction(
         return projection(selected(acts, layer, sel, layout), vec, cossim_pow, layer)
 
     extra = f", cossim_pow={cossim_pow:g}" if cossim_pow else ""
-    return Objective(_on_batch(fn, batch), frozenset([layer]), f"token_direction({layer}@{sel}{extra}){_suffix(batch)}")
+    return Objective(
+        restrict_to_image(fn, batch), frozenset([layer]), f"token_direction({layer}@{sel}{extra}){batch_suffix(batch)}"
+    )
 
 
 def diversity(layer: str, tokens: Tokens = MEAN, layout: TokenLayout | None = None) -> Objective:
@@ -119,10 +121,10 @@ def diversity(layer: str, tokens: Tokens = MEAN, layout: TokenLayout | None = No
 
 
 def _heads(acts: Acts, heads_layer: str, q_layer: str | None, num_heads: int | None) -> tuple[torch.Tensor, int]:
-    out = _layer_act(acts, heads_layer)
+    out = layer_act(acts, heads_layer)
     if out.dim() != 3:
         raise UnitError(f"{heads_layer!r} should give the concatenated head outputs [B, T, D], got {tuple(out.shape)}")
-    h = num_heads if num_heads is not None else _layer_act(acts, q_layer).shape[1]
+    h = num_heads if num_heads is not None else layer_act(acts, q_layer).shape[1]
     if out.shape[-1] % h:
         raise UnitError(f"{heads_layer!r} has {out.shape[-1]} dims, not divisible into {h} heads")
     return out.unflatten(-1, (h, out.shape[-1] // h)), h  # [B, T, H, hd]
@@ -161,12 +163,12 @@ def head(
 
     layers = frozenset([heads_layer] + ([q_layer] if q_layer else []))
     what = f"h{head}" + ("" if channel is None else f".{channel}")
-    return Objective(_on_batch(fn, batch), layers, f"head({attn}:{what}@{sel}){_suffix(batch)}")
+    return Objective(restrict_to_image(fn, batch), layers, f"head({attn}:{what}@{sel}){batch_suffix(batch)}")
 
 
 def attention_map(acts: Acts, attn: str) -> torch.Tensor:
     """Attention probabilities ``[B, H, T, T]`` recomputed from the captured queries and keys."""
-    q, k = _layer_act(acts, f"{attn}.q_norm"), _layer_act(acts, f"{attn}.k_norm")
+    q, k = layer_act(acts, f"{attn}.q_norm"), layer_act(acts, f"{attn}.k_norm")
     if q.dim() != 4:
         raise UnitError(f"{attn}.q_norm should give queries [B, heads, T, head_dim], got {tuple(q.shape)}")
     return ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
@@ -197,4 +199,4 @@ def attention(
         return a[:, qi][:, :, ki].sum(-1).mean(1)
 
     what = "mean heads" if head is None else f"h{head}"
-    return Objective(_on_batch(fn, batch), layers, f"attention({attn}:{what}@{qs}->{ks}){_suffix(batch)}")
+    return Objective(restrict_to_image(fn, batch), layers, f"attention({attn}:{what}@{qs}->{ks}){batch_suffix(batch)}")

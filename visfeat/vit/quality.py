@@ -14,8 +14,7 @@ def photo_activations(model, layer: str, channels: list[int], n_crops: int = 64,
     token, and the largest mean over patch tokens. Returns ``(token_max [C], patch_mean_max [C])``."""
     from .tokens import MEAN, as_tokens
 
-    size = model.spec.size or (224, 224)
-    crops = random_crops(sample_photos().values(), n_crops, size[0], seed=seed)
+    crops = random_crops(sample_photos().values(), n_crops, model.input_size[0], seed=seed)
     token_max = torch.full((len(channels),), -float("inf"))
     mean_max = token_max.clone()
     for i in range(0, n_crops, batch):

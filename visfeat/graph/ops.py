@@ -1,170 +1,22 @@
-"""The computation graph of a model (torch.fx), the path between two layers, and how each op on it is linear.
+"""How each op on a path between two layers is treated: linear (exact), a linear stand-in, or linearized.
 
-:func:`trace` turns ``model.module`` into an fx graph and records which graph node is the output of
-every named submodule, so layers are addressed by their ``named_modules()`` names. :func:`classify`
-says for one op on a path whether it is linear in the path input (exact), has a linear stand-in
-(ReLU-like -> identity, max-pool -> average-pool) or is some other nonlinearity (linearized by its
-gradient at the zero baseline).
+:func:`classify` says for one op on a path whether it is linear in the path input (exact), has a linear
+stand-in (ReLU-like -> identity, max-pool -> average-pool) or is some other nonlinearity (linearized by its
+gradient at the zero baseline). :data:`LINEAR_MODULES` and :data:`RELU_LIKE_MODULES` are the module kinds
+it knows, also used by :mod:`visfeat.preact` to find the activation that ends a layer.
 """
 
 from __future__ import annotations
 
 import operator
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UnknownLayerError, VisfeatError, unknown
-from ..hooks import LOGITS
-
-
-class CircuitError(VisfeatError, ValueError):
-    """A circuit request that the model's graph cannot answer (no path, untraceable model, bad mode)."""
-
-
-class NonlinearPathError(CircuitError):
-    """Exact mode met an op that is not linear in the source layer."""
-
-
-@dataclass
-class Graph:
-    """A traced model: the fx graph, the root module and the output node of every named submodule."""
-
-    root: nn.Module
-    graph: fx.Graph
-    outputs: dict[str, fx.Node]  # module name -> node holding its output (of its last call)
-    logits_layer: str = ""
-    calls: dict[str, int] = field(default_factory=dict)  # module name -> times forward() calls it
-
-    def node(self, layer: str) -> fx.Node:
-        """The node whose value is ``layer``'s output (``"input"``: the model input, ``"logits"``: the output)."""
-        if layer == "input":
-            return next(n for n in self.graph.nodes if n.op == "placeholder")
-        if layer == LOGITS:
-            if self.logits_layer:
-                return self.outputs[self.logits_layer]
-            out = next(n for n in self.graph.nodes if n.op == "output")
-            arg = out.args[0]
-            if not isinstance(arg, fx.Node):
-                raise CircuitError("the model returns several outputs; name the logits layer with Model(logits_layer=)")
-            return arg
-        if layer not in self.outputs:
-            raise UnknownLayerError(unknown("layer", layer, list(self.outputs) + ["input", LOGITS]))
-        return self.outputs[layer]
-
-    def name_of(self, node: fx.Node) -> str:
-        """The outermost module name whose output is ``node``, else the fx node name."""
-        names = [name for name, n in self.outputs.items() if n is node]
-        return min(names, key=lambda s: (s.count("."), len(s))) if names else node.name
-
-
-def _timm_leaves() -> tuple[tuple[type, ...], tuple]:
-    try:
-        from timm.layers import _fx
-
-        return tuple(_fx.get_notrace_modules()), tuple(_fx.get_notrace_functions())
-    except ImportError:  # timm is a dependency, but keep the graph code usable without it
-        return (), ()
-
-
-class _Tracer(fx.Tracer):
-    """fx tracer that keeps timm's untraceable layers whole and records every module's output node."""
-
-    def __init__(self) -> None:
-        self._leaf_types, funcs = _timm_leaves()
-        super().__init__(autowrap_functions=funcs)
-        self.outputs: dict[str, fx.Node] = {}
-        self.calls: dict[str, int] = {}
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, self._leaf_types) or super().is_leaf_module(m, qualname)
-
-    def call_module(self, m, forward, args, kwargs):
-        out = super().call_module(m, forward, args, kwargs)
-        name = self.path_of_module(m)
-        self.calls[name] = self.calls.get(name, 0) + 1
-        if name and isinstance(out, fx.Proxy):
-            self.outputs[name] = out.node
-        return out
-
-
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def trace(model) -> Graph:
-    """The fx graph of ``model`` (a visfeat Model or nn.Module), cached per module."""
-    module = getattr(model, "module", model)
-    logits = getattr(model, "logits_layer", "")
-    if module in _CACHE:
-        return _CACHE[module]
-    tracer = _Tracer()
-    try:
-        graph = tracer.trace(module)
-    except Exception as e:  # fx raises many kinds of errors on data-dependent control flow
-        raise CircuitError(
-            f"cannot trace {type(module).__name__} with torch.fx ({type(e).__name__}: {e}); circuits need a "
-            "model whose forward() has no data-dependent Python control flow"
-        ) from e
-    g = Graph(module, graph, tracer.outputs, logits, tracer.calls)
-    _CACHE[module] = g
-    return g
-
-
-def ancestors(node: fx.Node) -> set[fx.Node]:
-    """``node`` and every node it depends on."""
-    seen, stack = {node}, [node]
-    while stack:
-        for a in stack.pop().all_input_nodes:
-            if a not in seen:
-                seen.add(a)
-                stack.append(a)
-    return seen
-
-
-def descendants(node: fx.Node) -> set[fx.Node]:
-    """``node`` and every node that depends on it."""
-    seen, stack = {node}, [node]
-    while stack:
-        for u in stack.pop().users:
-            if u not in seen:
-                seen.add(u)
-                stack.append(u)
-    return seen
-
-
-def path_nodes(source: fx.Node, target: fx.Node) -> set[fx.Node]:
-    """Nodes on some path from ``source`` to ``target`` (both included); empty when none."""
-    down = descendants(source)
-    if target not in down:
-        return set()
-    return down & ancestors(target)
-
-
-def simple_paths(source: fx.Node, target: fx.Node, limit: int = 64) -> list[list[fx.Node]]:
-    """Up to ``limit`` paths from ``source`` to ``target`` as node lists; more raise CircuitError."""
-    on = path_nodes(source, target)
-    paths: list[list[fx.Node]] = []
-
-    def walk(node: fx.Node, trail: list[fx.Node]) -> None:
-        if node is target:
-            paths.append(trail)
-            if len(paths) > limit:
-                raise CircuitError(f"more than {limit} paths between the layers; per-path norms are skipped")
-            return
-        for u in node.users:
-            if u in on:
-                walk(u, trail + [u])
-
-    walk(source, [source])
-    return paths
-
-
-# ----------------------------------------------------------------------------------------------
-# How each op behaves on a path
+from ..errors import CircuitError
 
 
 @dataclass(frozen=True)
@@ -176,7 +28,8 @@ class Op:
     swap: object = None  # callable(*args, **kwargs) replacing the op in linearized mode
 
 
-_LINEAR_MODULES = (
+#: Modules that are linear in their input (exact on a path).
+LINEAR_MODULES = (
     nn.Conv1d,
     nn.Conv2d,
     nn.Conv3d,
@@ -200,7 +53,8 @@ _LINEAR_MODULES = (
     nn.PixelUnshuffle,
     nn.ChannelShuffle,
 )
-_RELU_LIKE_MODULES = (
+#: Elementwise activation modules with a linear stand-in (the identity) in linearized mode.
+RELU_LIKE_MODULES = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -341,18 +195,18 @@ def classify(node: fx.Node, root: nn.Module, on_path: set[fx.Node], where: str =
             act = getattr(m, "act", None)  # timm BatchNormAct2d: BN, dropout, activation in one module
             if act is None or isinstance(act, nn.Identity):
                 return Op("linear", f"{where}: {typ}")
-            if not isinstance(act, _RELU_LIKE_MODULES):
+            if not isinstance(act, RELU_LIKE_MODULES):
                 return Op("baseline", f"{where}: {typ} with {type(act).__name__} (gradient at baseline)")
 
             def bn_only(x, _m=m):
                 return F.batch_norm(x, _m.running_mean, _m.running_var, _m.weight, _m.bias, False, 0.0, _m.eps)
 
             return Op("swap", f"{where}: {typ} {type(act).__name__} -> identity", bn_only)
-        if isinstance(m, _LINEAR_MODULES):
+        if isinstance(m, LINEAR_MODULES):
             return Op("linear", f"{where}: {typ}")
         if isinstance(m, nn.Upsample) and m.mode in _INTERPOLATE_LINEAR:
             return Op("linear", f"{where}: {typ}")
-        if isinstance(m, _RELU_LIKE_MODULES):
+        if isinstance(m, RELU_LIKE_MODULES):
             return Op("swap", f"{where}: {typ} -> identity", _identity)
         if type(m) is nn.MaxPool2d:
             k, s, p, d, c = m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
@@ -412,21 +266,3 @@ def _first_is(node: fx.Node, on_path: set[fx.Node]) -> bool:
     first = node.args[0] if node.args else None
     rest = [a for a in node.all_input_nodes if a is not first]
     return isinstance(first, fx.Node) and first in on_path and not any(a in on_path for a in rest)
-
-
-@dataclass
-class PathReport:
-    """The ops on the path between two layers and how the expansion treats them."""
-
-    source: str
-    target: str
-    ops: list[Op] = field(default_factory=list)
-
-    @property
-    def exact(self) -> bool:
-        return all(op.kind == "linear" for op in self.ops)
-
-    @property
-    def blocking(self) -> list[Op]:
-        """The ops that stop an exact path."""
-        return [op for op in self.ops if op.kind != "linear"]

@@ -29,6 +29,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_loader(name: str) -> Callable[..., Model]:
+    """The loader registered as ``name``; an unknown name lists the closest registered ones."""
     if name not in _LOADERS:
         raise VisfeatError(
             unknown("model", name, _LOADERS)

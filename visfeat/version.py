@@ -1,0 +1,5 @@
+"""The package version, in its own module so that any layer can read it without importing the package root."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
