@@ -12,6 +12,7 @@ from PIL import Image
 import visfeat
 from visfeat.cli import main
 from visfeat.images import load_image
+from visfeat.presets import PRESETS
 
 QUICK = ["--steps", "2", "--size", "32", "--no-progress", "--device", "cpu"]
 
@@ -49,7 +50,7 @@ def test_render_writes_png_and_sidecar_per_unit(tmp_path, capsys):
         assert side["final"] == pytest.approx(side["values"][-1][1], abs=1e-4)
         s = side["settings"]
         assert s["steps"] == 2 and s["seed"] == seed and s["model"] == "efficientnet_lite0" and s["device"] == "cpu"
-        assert s["param"]["kind"] == "fourier" and s["param"]["size"] == 32 and s["lr"] == 0.05
+        assert s["param"]["kind"] == "fourier" and s["param"]["size"] == 32 and s["lr"] == PRESETS["default"].lr
         assert side["versions"]["visfeat"] == visfeat.__version__ and side["versions"]["torch"] == torch.__version__
         assert f"{unit}: " in printed and str(out / f"{stem}.png") in printed
     assert not list(out.glob(".*")), "no temporary files are left behind"
@@ -175,13 +176,15 @@ def test_sae_inspect_takes_the_same_render_options_as_render():
     from visfeat.cli.options import render_options
 
     for command in (["render", "tiny_cli", "2:1", "-o", "x"], ["sae", "inspect", "x.safetensors"]):
-        args = build_parser().parse_args([*command, "--preset", "draft", "--views", "2", "--lr-schedule", "cosine"])
+        options = ["--preset", "draft", "--views", "2", "--lr-schedule", "cosine", "--settle", "0.25"]
+        args = build_parser().parse_args([*command, *options])
         assert render_options(args) == {
             "preset": "draft",
             "steps": None,
             "lr": None,
             "lr_schedule": "cosine",
             "views": 2,
+            "settle": 0.25,
         }
 
 

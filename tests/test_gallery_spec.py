@@ -47,6 +47,8 @@ CASES = {
     "schedule": (_edit("[render]", '[render]\nlr_schedule = "linear"'), ["render.lr_schedule", "'cosine'"]),
     "negative string": (_edit("negative = true", 'negative = "yes"'), ["render.negative", "true or false"]),
     "preset": (_edit("[render]", '[render]\npreset = "drafts"'), ["render.preset", "closest: draft"]),
+    "settle one": (_edit("[render]", "[render]\nsettle = 1"), ["render.settle", "in [0, 1)", "got 1"]),
+    "settle negative": (spec_text(layer3_render="render = { settle = -0.5 }"), ["layers[1].render.settle", "got -0.5"]),
     "n zero": (_edit("n = 40", "n = 0"), ["images.n", "at least 1, got 0"]),
     "k negative": (_edit("k = 4\n[render]", "k = -4\n[render]"), ["images.k", "at least 1"]),
     "n float": (_edit("n = 40", "n = 4e1"), ["images.n", "whole number"]),

@@ -12,7 +12,7 @@ from visfeat import transforms as T
 from visfeat.errors import NonFiniteObjectiveError, VisfeatError
 from visfeat.models import InputSpec, Model
 from visfeat.presets import PRESETS, get_preset
-from visfeat.render import RenderResult, default_param, default_transforms, evaluate, render
+from visfeat.render import FOURIER_DECAY, RenderResult, default_param, default_transforms, evaluate, render
 
 
 class Tiny(nn.Module):
@@ -130,7 +130,7 @@ def test_a_preset_fills_what_is_not_given():
     m = _model()
     draft = render(m, "conv2:1", preset="draft", param=P.fourier(20), progress=False)
     table = get_preset("draft")
-    same = dict(steps=table.steps, lr=table.lr, views=table.views, lr_schedule=table.lr_schedule)
+    same = dict(steps=table.steps, lr=table.lr, views=table.views, lr_schedule=table.lr_schedule, settle=table.settle)
     explicit = render(m, "conv2:1", param=P.fourier(20), progress=False, **same)
     assert torch.equal(draft.images, explicit.images) and torch.equal(draft.history, explicit.history)
     assert {k: draft.settings[k] for k in same} == same
@@ -183,9 +183,9 @@ def test_input_penalty_sees_the_untransformed_images():
 
 def test_defaults_and_settings_record():
     m = _model()
-    assert default_param(m) == P.fourier(size=24)  # the model's input size
-    assert default_param(Model(m.module, InputSpec(size=None))) == P.fourier(size=128)  # any size: 128
-    assert default_param(Model(m.module, InputSpec(size=(24, 32)))) == P.fourier(size=(24, 32))
+    assert default_param(m) == P.fourier(size=24, decay=FOURIER_DECAY)  # the model's input size
+    assert default_param(Model(m.module, InputSpec(size=None))) == P.fourier(size=128, decay=FOURIER_DECAY)
+    assert default_param(Model(m.module, InputSpec(size=(24, 32)))) == P.fourier(size=(24, 32), decay=FOURIER_DECAY)
     x = torch.rand(2, 3, 128, 128)
     assert default_transforms(m)(x, torch.Generator().manual_seed(0)).shape == (2, 3, 24, 24)
     r = render(m, "conv2:0", steps=1, progress=False)
@@ -238,7 +238,7 @@ def test_views_keep_batch_level_objectives_on_their_batch():
 
 
 def test_cosine_lr_schedule_decays_the_steps():
-    """The last of 6 cosine steps moves the image far less than a constant-lr step (lr 0.05 -> 0.0033)."""
+    """The last of 6 cosine steps moves the image far less than a constant-lr step (the last step at 1.4% of lr)."""
     moves = {}
     for schedule in ("constant", "cosine"):
         r = render(_model(), "conv2:0", lr_schedule=schedule, snapshots=[5], **FAST)
@@ -252,3 +252,19 @@ def test_bad_views_and_schedule_are_clear_errors():
         render(_model(), "conv2:0", views=0, **FAST)
     with pytest.raises(VisfeatError, match="lr_schedule must be 'constant' or 'cosine', got 'linear'"):
         render(_model(), "conv2:0", lr_schedule="linear", **FAST)
+    for bad in (-0.1, 1.0, 2):
+        with pytest.raises(VisfeatError, match=f"settle must be a share of the steps in \\[0, 1\\).*got {bad}"):
+            render(_model(), "conv2:0", settle=bad, **FAST)
+
+
+@pytest.mark.parametrize(("settle", "transformed"), [(0.0, 8), (0.25, 6), (0.5, 4), (0.9, 1)])
+def test_settle_finishes_on_the_untransformed_picture(settle, transformed):
+    """The last ``settle`` share of the steps skips the random transforms: the model then sees the image itself."""
+    calls = []
+
+    def recorded(x, g):
+        calls.append(x.shape[-1])
+        return T.compose(T.jitter(2), T.resize(24))(x, g)
+
+    r = render(_model(), "conv2:0", param=P.fourier(20), steps=8, settle=settle, transforms=recorded, progress=False)
+    assert len(calls) == transformed and r.settings["settle"] == settle

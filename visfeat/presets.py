@@ -15,13 +15,15 @@ from .errors import VisfeatError, unknown
 
 @dataclass(frozen=True)
 class Preset:
-    """One render budget: optimization steps, Adam learning rate, random views per step, lr schedule."""
+    """One render budget: optimization steps, Adam learning rate, random views per step, lr schedule, and the
+    share of the steps, at the end, that see the picture without random transforms (``render(settle=...)``)."""
 
     name: str
     steps: int
     lr: float
     views: int
     lr_schedule: str
+    settle: float
     about: str
 
 
@@ -30,9 +32,9 @@ PRESETS = MappingProxyType(
     {
         p.name: p
         for p in (
-            Preset("draft", 64, 0.05, 1, "constant", "a quick look: 64 steps"),
-            Preset("default", 256, 0.05, 1, "constant", "render's defaults: 256 steps"),
-            Preset("heavy", 4096, 0.05, 8, "cosine", "near a unit's ceiling: 4096 steps x 8 views, cosine lr"),
+            Preset("draft", 64, 0.08, 1, "constant", 0.125, "a quick look: 64 steps"),
+            Preset("default", 256, 0.07, 1, "constant", 0.125, "render's defaults: 256 steps"),
+            Preset("heavy", 4096, 0.05, 8, "cosine", 0.0, "near a unit's ceiling: 4096 steps x 8 views, cosine lr"),
         )
     }
 )

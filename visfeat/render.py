@@ -46,8 +46,13 @@ class RenderResult:
         return self.history[-1]
 
 
+#: The spectrum scaling of the default Fourier image, 1/f^1.05: a little more weight on coarse structure than
+#: natural images' 1/f: less high-frequency noise and more contrast at 64 and 256 steps (docs/quality.md).
+FOURIER_DECAY = 1.05
+
+
 def default_param(model: Model) -> params.Param:
-    """Fourier at the model's input size (128 px for a model without one). Not lucent's 128 px image
+    """Fourier at the model's input size (128 px for a model without one), spectrum 1/f^1.05. Not lucent's 128 px image
     upsampled to 224: at full resolution every step moves every pixel the model sees, and lucent's
     512-step quality comes after 128 steps instead of 192-320 (``docs/performance.md``).
     Token models (ViTs) get :func:`visfeat.vit.defaults.vit_param` instead."""
@@ -55,7 +60,7 @@ def default_param(model: Model) -> params.Param:
     if vit is not None:
         return vit
     size = model.spec.size or (128, 128)
-    return params.fourier(size=size[0] if size[0] == size[1] else size)
+    return params.fourier(size=size[0] if size[0] == size[1] else size, decay=FOURIER_DECAY)
 
 
 def default_transforms(model: Model) -> tf.Transform:
@@ -121,6 +126,7 @@ def render(
     snapshots: Sequence[int] = (),
     views: int | None = None,
     lr_schedule: str | None = None,
+    settle: float | None = None,
     preact: bool = True,
 ) -> RenderResult:
     """Optimize images that maximize ``objectives``.
@@ -134,7 +140,10 @@ def render(
     ``RenderResult.snapshots`` (one run shows quality against steps; the copies are not timed).
     ``views``: random transforms of every image per step, their scores averaged (a lower-variance
     gradient of the expectation over transforms, at ``views`` times the cost of a step).
-    ``lr_schedule``: "constant", or "cosine" (decays ``lr`` to 0 over the steps). ``progress``: a bar,
+    ``lr_schedule``: "constant", or "cosine" (decays ``lr`` to 0 over the steps). ``settle``: the last
+    ``settle`` share of the steps (0.125: the last 8 of 64) see the image as it is shown (resized to the
+    model's input, no random transforms), so the robust picture is finished on the view a reader sees
+    (``docs/quality.md``). ``progress``: a bar,
     or a function called with 1 after every step (a caller's own progress, e.g. a whole gallery build).
     ``preact``: a unit string whose layer ends in a ReLU-like op (ReLU, ReLU6, GELU, a fused BatchNorm+act)
     is optimized on that op's input (:mod:`visfeat.preact`), so a unit that is dead for the initial image
@@ -145,9 +154,13 @@ def render(
     lr = chosen.lr if lr is None else lr
     views = chosen.views if views is None else views
     lr_schedule = chosen.lr_schedule if lr_schedule is None else lr_schedule
+    settle = chosen.settle if settle is None else settle
     model = load_model(model)
     if steps < 1:
         raise VisfeatError(f"steps must be at least 1, got {steps}")
+    if not 0 <= settle < 1:
+        raise VisfeatError(f"settle must be a share of the steps in [0, 1) (e.g. 0.125), got {settle}")
+    transformed = steps - round(settle * steps)
     if views < 1:
         raise VisfeatError(f"views must be at least 1 (random transforms per image and step), got {views}")
     if not (math.isfinite(lr) and lr > 0):
@@ -163,6 +176,7 @@ def render(
     param = param or default_param(model)
     custom_transforms = transforms is not None
     transforms = transforms or default_transforms(model)
+    shown_view = _shown_view(model)
     gen = torch.Generator().manual_seed(seed)
     image = param.build(n, gen, dev)
     opt = torch.optim.Adam(image.parameters(), lr=lr)
@@ -181,7 +195,8 @@ def render(
             images = image()
             shown = images if views == 1 else images.repeat(views, 1, 1, 1)
             with cast, capture(model.module, layers, logits=model.logits_layer) as acts:
-                run(model.module, _input(model, transforms(shown, gen)))
+                view = transforms if step < transformed else shown_view
+                run(model.module, _input(model, view(shown, gen)))
                 acts[INPUT] = shown
                 scores = _mean_over_views(obj, acts, views).float()
             history[step] = scores.detach()
@@ -219,6 +234,7 @@ def render(
         "steps": steps,
         "lr": lr,
         "lr_schedule": lr_schedule,
+        "settle": settle,
         "views": views,
         "seed": seed,
         "device": str(dev),
@@ -227,6 +243,11 @@ def render(
         "model": model.name,
     }
     return RenderResult(final, history.cpu(), names, settings, seconds, shots, shot_seconds)
+
+
+def _shown_view(model: Model) -> tf.Transform:
+    """The image as a reader sees it, at the model's input size: the view of ``render(settle=...)``'s steps."""
+    return tf.resize(model.spec.size) if model.spec.size is not None else (lambda x, g: x)
 
 
 def _input(model: Model, images: torch.Tensor) -> torch.Tensor:

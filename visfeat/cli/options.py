@@ -42,8 +42,9 @@ def preset_name(text: str) -> str:
 
 
 def add_render_options(p: argparse.ArgumentParser) -> None:
-    """The render budget (``--preset``, overridden by ``--steps``, ``--lr``, ``--lr-schedule``, ``--views``) and
-    ``--seed``: what ``visfeat render`` and ``visfeat sae inspect --render`` pass to :func:`visfeat.render`."""
+    """The render budget (``--preset``, overridden by ``--steps``, ``--lr``, ``--lr-schedule``, ``--views``,
+    ``--settle``) and ``--seed``: what ``visfeat render`` and ``visfeat sae inspect --render`` pass to
+    :func:`visfeat.render`."""
     presets = "; ".join(f"{p.name}: {p.about}" for p in PRESETS.values())
     p.add_argument("--preset", type=preset_name, default="default", help=f"render budget ({presets})")
     p.add_argument("--steps", type=positive_int, default=None, help="optimization steps (default: the preset's)")
@@ -54,6 +55,12 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="random transforms per image and step, averaged (default: the preset's)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="share of the steps, at the end, without random transforms (default: the preset's)",
     )
     p.add_argument("--seed", type=int, default=0)
 
@@ -66,4 +73,5 @@ def render_options(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "lr_schedule": args.lr_schedule,
         "views": args.views,
+        "settle": args.settle,
     }

@@ -69,7 +69,8 @@ class Plan:
             r = s.settings
             rows.append(
                 f"  {s.name:<24} {len(s.units):>5} {s.kind} units  steps {r.steps}, views {r.views}, "
-                f"{r.lr_schedule}, +{r.diverse} diverse{', negative' if r.negative else ''}, batch {r.batch_size}"
+                f"{r.lr_schedule}, settle {r.settle:g}, "
+                f"+{r.diverse} diverse{', negative' if r.negative else ''}, batch {r.batch_size}"
             )
         for stage in self.stages:
             jobs = self.by_stage(stage.name)

@@ -24,11 +24,12 @@ _DEFAULT = PRESETS["default"]
 class RenderSettings:
     """How every unit of a layer is rendered (a ``[render]`` table, overridable per layer)."""
 
-    preset: str = "default"  # a budget from visfeat.presets (draft | default | heavy): fills steps, lr, views, schedule
+    preset: str = "default"  # a budget from visfeat.presets (draft | default | heavy): fills steps, lr, views, ...
     steps: int = _DEFAULT.steps
     lr: float = _DEFAULT.lr
     views: int = _DEFAULT.views  # random transforms per image and step, averaged
     lr_schedule: str = _DEFAULT.lr_schedule  # constant | cosine
+    settle: float = _DEFAULT.settle  # share of the steps, at the end, on the picture without random transforms
     seed: int = 0
     batch_size: int | str = "auto"  # units optimized together; "auto": 32 on CPU, from free memory on CUDA
     diverse: int = 2  # extra images per unit pushed apart by the diversity objective (0: none)
@@ -60,7 +61,7 @@ class RenderSettings:
 
 
 #: What a preset sets.
-PRESET_KEYS = ("steps", "lr", "views", "lr_schedule")
+PRESET_KEYS = ("steps", "lr", "views", "lr_schedule", "settle")
 #: The values of ``amp`` a spec may give; ``none`` turns autocast off (stored as None).
 AMP_VALUES = ("auto", "bf16", "fp16", "none")
 
@@ -151,6 +152,7 @@ def _render(c: Checker, raw: dict, base: RenderSettings, path: tuple) -> RenderS
         "lr": c.number(raw, "lr", path, positive=True),
         "views": c.integer(raw, "views", path),
         "lr_schedule": c.choice(raw, "lr_schedule", path, ("constant", "cosine")),
+        "settle": c.number(raw, "settle", path),
         "seed": c.integer(raw, "seed", path, least=0),
         "diverse": c.integer(raw, "diverse", path, least=0),
         "diversity_weight": c.number(raw, "diversity_weight", path),
@@ -159,6 +161,8 @@ def _render(c: Checker, raw: dict, base: RenderSettings, path: tuple) -> RenderS
         "amp": c.choice(raw, "amp", path, AMP_VALUES),
     }
     values |= {k: v for k, v in found.items() if v is not None}
+    if not 0 <= values.get("settle", base.settle) < 1:
+        c.fail((*path, "settle"), f"must be a share of the steps in [0, 1) (e.g. 0.125), got {values['settle']}")
     if values.get("amp") == "none":
         values["amp"] = None
     return replace(base, **values)

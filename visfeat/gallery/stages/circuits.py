@@ -75,7 +75,7 @@ class CircuitsStage(Stage):
 
         c, r = job.task, ctx.plan.spec.render
         circuit = build_circuit(ctx.model, c.unit, list(c.sources), k=c.k, width=c.width)
-        settings = dict(steps=r.steps, seed=r.seed, lr=r.lr, views=r.views, lr_schedule=r.lr_schedule)
+        settings = dict(steps=r.steps, seed=r.seed, lr=r.lr, views=r.views, lr_schedule=r.lr_schedule, settle=r.settle)
         render_nodes(ctx.model, circuit, progress=False, **settings)
         folder = ctx.store.folder(self.name, job.key)
         for n in circuit.nodes:

@@ -127,6 +127,7 @@ def command(plan, store, section, job: Job, unit_text: str) -> str:
         parts += ["--batch-size", str(len(batch))] + ([] if r.preact else ["--no-preact"])
         parts += ["--amp", r.amp] if r.amp else []
     parts += ["--steps", str(r.steps), "--lr", f"{r.lr:g}", "--views", str(r.views), "--lr-schedule", r.lr_schedule]
+    parts += ["--settle", f"{r.settle:g}"]
     parts += ["--seed", str(job.seed), "-o", "out/rerender"]
     return " ".join(shlex.quote(p) for p in parts) + f"   # {unit_text} is one of this batch"
 
@@ -166,7 +167,7 @@ class RenderStage(Stage):
         r = sec.settings
         units = [u for u in sec.units if u.slug in set(job.slugs)]
         opt, plain = objectives_for(ctx, sec, units)
-        common = dict(steps=r.steps, lr=r.lr, lr_schedule=r.lr_schedule, views=r.views, amp=r.amp)
+        common = dict(steps=r.steps, lr=r.lr, lr_schedule=r.lr_schedule, settle=r.settle, views=r.views, amp=r.amp)
         rate = ctx.rates.image_step(sec.name)
 
         def progress(images: int):  # one render step of ``images`` images, in the build bar's seconds
