@@ -77,7 +77,8 @@ def test_dry_run_prints_the_plan_and_an_estimate_and_writes_nothing(tmp_path, ca
     out = tmp_path / "site"
     assert main(["gallery", "build", str(_write(tmp_path, spec_text())), "-o", str(out), "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"\n  3 +6 channel units  steps 6, views 1, constant, \+2 diverse, negative, batch 2\n", printed)
+    line = r"\n  3 +6 channel units  steps 6, views 1, constant, settle 0\.125, \+2 diverse, negative, batch 2\n"
+    assert re.search(line, printed)
     assert "stage render      15 jobs, 29 units" in printed and "total about" in printed
     assert not out.exists()
 
