@@ -161,8 +161,9 @@ def _render(c: Checker, raw: dict, base: RenderSettings, path: tuple) -> RenderS
         "amp": c.choice(raw, "amp", path, AMP_VALUES),
     }
     values |= {k: v for k, v in found.items() if v is not None}
-    if not 0 <= values.get("settle", base.settle) < 1:
-        c.fail((*path, "settle"), f"must be a share of the steps in [0, 1) (e.g. 0.125), got {values['settle']}")
+    settle = values.get("settle", base.settle)
+    if not 0 <= settle < 1:
+        c.fail((*path, "settle"), f"must be a share of the steps in [0, 1) (e.g. 0.125), got {settle:g}")
     if values.get("amp") == "none":
         values["amp"] = None
     return replace(base, **values)
