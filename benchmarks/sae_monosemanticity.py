@@ -70,7 +70,8 @@ def main() -> None:
     results, scores = {}, {}
     for name, feats in kinds.items():
         cache = out / f"{name.replace(' ', '_')}_{args.images}_k{args.k}"
-        ex = dataset_examples(model, layer, ds, k=args.k, sae=feats, cache=cache)
+        # distinct=False: the measure is how concentrated on one photo the top examples are
+        ex = dataset_examples(model, layer, ds, k=args.k, sae=feats, cache=cache, distinct=False)
         results[name] = ex
         scores[name] = concentration(ex, grid=args.grid)
         s = summary(scores[name])

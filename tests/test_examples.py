@@ -58,14 +58,14 @@ def test_streaming_topk_matches_brute_force():
 def test_dataset_examples_on_a_model_match_brute_force_and_memory_is_bounded():
     model = tiny_model()
     ds = tiny_images(20)
-    ex = dataset_examples(model, "2", ds, k=4, batch_size=6, progress=False)  # pre-ReLU: no ties
-    img, patch, maps = brute_force(model, "2", ds, 4)
+    ex = dataset_examples(model, "2", ds, k=4, batch_size=6, distinct=False, progress=False)  # pre-ReLU: no ties
+    img, patch, maps = brute_force(model, "2", ds, 4)  # the plain top k (3 photos: distinct would keep 3)
     assert torch.allclose(ex.topk.img_value, img.values, atol=1e-5)
     assert torch.equal(ex.topk.img_id, img.indices) and torch.equal(ex.topk.patch_id, patch.indices)
     assert ex.grid() == (8, 8) and ex.heatmap(1, 0).shape == (8, 8)
     shown = set(ex.topk.img_id.flatten().tolist()) | set(ex.topk.patch_id.flatten().tolist())
     assert set(ex.sources) == shown | set(ex.topk.sample_id.tolist()) - {-1}  # top-k and the sample
-    big = dataset_examples(model, "2", tiny_images(60, seed=1), k=4, batch_size=6, progress=False)
+    big = dataset_examples(model, "2", tiny_images(60, seed=1), k=4, batch_size=6, distinct=False, progress=False)
     assert {k: v.shape for k, v in big.topk.tensors.items()} == {k: v.shape for k, v in ex.topk.tensors.items()}
     top, left, h, w = ex.patch_box(int(ex.topk.patch_pos[0, 0]))
     assert 0 <= top <= 32 - h and 0 <= left <= 32 - w and h == ex.meta["patch_size"]
@@ -354,7 +354,8 @@ def test_predictions_match_the_model_and_logits_do_not_break_the_early_stop(tmp_
 
 def test_logits_target_has_one_unit_per_class_and_one_position_per_image():
     model, ds = tiny_model(), tiny_images(16)
-    ex = dataset_examples_many(model, {"logits": "logits", "conv": "2"}, ds, k=3, predictions=True, progress=False)
+    targets = {"logits": "logits", "conv": "2"}
+    ex = dataset_examples_many(model, targets, ds, k=3, predictions=True, distinct=False, progress=False)
     lg = ex["logits"]
     x = torch.stack([ds[i] for i in range(len(ds))])
     logits = model(x)  # [N, 10]

@@ -134,7 +134,7 @@ def test_incremental_rebuild_renders_only_the_layer_whose_recipe_changed(built, 
     same = build_gallery(spec, site, progress=False)
     assert sum(same.ran.values()) == 0 and same.units_reused == built.units_rendered
     changed = build_gallery(_write(tmp_path, spec_text(layer3_render="render = { steps = 7 }")), site, progress=False)
-    assert changed.ran == {"render": 3} and changed.units_rendered == 6  # layer "3": 6 units in batches of 2
+    assert changed.ran == {"render": 3, "paths": 1} and changed.units_rendered == 6  # 6 units of "3"
     recipe = json.loads((site / "manifest.json").read_text())["sections"][1]
     assert recipe["name"] == "3" and recipe["render"]["steps"] == 7
 

@@ -82,7 +82,18 @@ def _importable(monkeypatch):
 
 def test_a_stage_defined_outside_the_package_builds_caches_and_draws(tmp_path):
     stages = default_stages().add(BrightnessStage())
-    assert stages.names == ("sae", "render", "brightness", "examples", "weights", "trust", "circuits")
+    assert stages.names == (
+        "sae",
+        "render",
+        "brightness",
+        "examples",
+        "accentuate",
+        "paths",
+        "weights",
+        "describe",
+        "trust",
+        "circuits",
+    )
     spec = parse_spec(SPEC, "tiny.toml")
     report = build_gallery(spec, tmp_path / "site", progress=False, stages=stages)
     assert report.ran["brightness"] == 3  # one job per render batch: 5 units in batches of 3, and 2 classes
@@ -105,7 +116,7 @@ def test_a_stage_defined_outside_the_package_builds_caches_and_draws(tmp_path):
 
 def test_the_registry_orders_stages_and_refuses_a_stage_before_what_it_reads():
     names = default_stages().names
-    assert names == ("sae", "render", "examples", "weights", "trust", "circuits")
+    assert names == ("sae", "render", "examples", "accentuate", "paths", "weights", "describe", "trust", "circuits")
 
     class Early(Stage):
         name = "early"

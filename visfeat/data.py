@@ -91,6 +91,10 @@ class CropSet:
         name, top, left, s = self.boxes[i]
         return Source(name, (top, left, s, s), tuple(self.photos[name].shape[-2:]))
 
+    def group(self, i: int) -> str:
+        """The photo crop ``i`` was cut from (crops of one photo are one group for distinct examples)."""
+        return self.boxes[i][0]
+
     def fingerprint(self) -> str:
         """Identifies the set (boxes, photo shapes, size) for cache checks."""
         h = hashlib.sha256(repr((self.size, self.boxes)).encode())
@@ -167,12 +171,26 @@ class FolderImages:
         s = min(h, w)
         return Source(str(self.files[i]), ((h - s) // 2, (w - s) // 2, s, s), (h, w))
 
+    def group(self, i: int) -> str:
+        """The file (each file is its own group for distinct examples; the file is not opened)."""
+        return str(self.files[i])
+
     def fingerprint(self) -> str:
         h = hashlib.sha256(str(self.size).encode())
         for f in self.files:
             st = f.stat()
             h.update(f"{f}|{st.st_size}|{int(st.st_mtime)}".encode())
         return h.hexdigest()[:16]
+
+
+def source_groups(dataset) -> torch.Tensor:
+    """Each image's group ``[N]``: the smallest index of the images from the same source photo (or file).
+
+    Uses ``dataset.group(i)`` (cheap: no file is opened), else ``dataset.source(i).name``.
+    """
+    name = dataset.group if hasattr(dataset, "group") else (lambda i: dataset.source(i).name)
+    first: dict[str, int] = {}
+    return torch.tensor([first.setdefault(name(i), i) for i in range(len(dataset))], dtype=torch.long)
 
 
 def image_dataset(images: str | Path | None = None, size: int = 224, n: int = 1024, split: str = "train"):

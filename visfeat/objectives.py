@@ -292,6 +292,23 @@ def total_variation(layer: str = INPUT, batch: int | None = None) -> Objective:
     return Objective(restrict_to_image(fn, batch), frozenset([layer]), f"total_variation({layer}){batch_suffix(batch)}")
 
 
+def closeness(target: torch.Tensor, weight: float = 1.0, layer: str = INPUT) -> Objective:
+    """``-weight`` times each image's mean squared distance to its ``target`` (the seed photos on ``"input"``, the
+    untransformed image; or their activations of ``layer``): keeps an optimized image near where it started."""
+    ref = torch.as_tensor(target).detach()
+
+    def fn(acts: Acts) -> torch.Tensor:
+        act = layer_act(acts, layer)
+        if act.shape[1:] != ref.shape[1:] or ref.shape[0] not in (1, act.shape[0]):
+            raise UnitError(
+                f"closeness(): the target has shape {tuple(ref.shape)} but {layer!r} gives {tuple(act.shape)}; "
+                "give one target per image, shaped like the layer's output"
+            )
+        return -weight * (act - ref.to(act.device, act.dtype)).pow(2).flatten(1).mean(1)
+
+    return Objective(fn, frozenset([layer]), f"closeness({layer}, {weight:g})")
+
+
 def per_image(objectives: Sequence[Objective]) -> Objective:
     """One objective over a batch of ``len(objectives)`` images: image i scores objective i."""
     objectives = list(objectives)

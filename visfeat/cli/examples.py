@@ -20,6 +20,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sae", default=None, help="an SAE file: examples per SAE latent instead of per channel")
     p.add_argument("--units", default="0-15", help="units to draw as PNG strips: '0-15', '3,7,9', 'all' or 'none'")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--no-distinct",
+        dest="distinct",
+        action="store_false",
+        help="allow several crops of one source photo among a unit's top examples (default: one per photo)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         cache=out,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        distinct=args.distinct,
     )
     units = parse_units(args.units, ex.units) if units is None else units
     for u in units:

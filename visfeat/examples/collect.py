@@ -4,9 +4,11 @@
 set) through the model once, capturing every target layer in one forward per batch, and keeps per
 unit of each target the top-k images (mean activation over positions), the top-k patches (best
 single position, one per image) with their heatmaps, and each unit's value on a uniform sample of
-``R`` images (its activation distribution). Optionally each image's predicted class is recorded in
-the same pass. Memory is bounded by ``units x (k + R)``; with a cache per target the state is saved
-every few batches and a rerun resumes. ``dataset_examples(model, layer, images)`` is the one-target case.
+``R`` images (its activation distribution). By default (``distinct``) the top images and patches of a
+unit come from distinct source photos (at most one crop per photo; each file of a folder is its own).
+Optionally each image's predicted class is recorded in the same pass. Memory is bounded by
+``units x (k + R)``; with a cache per target the state is saved every few batches and a rerun resumes.
+``dataset_examples(model, layer, images)`` is the one-target case.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import image_dataset, iter_batches
+from ..data import image_dataset, iter_batches, source_groups
 from ..errors import VisfeatError
 from ..hooks import LOGITS, activations
 from ..models import load_model
@@ -92,11 +94,14 @@ def _check_targets(model, targets: Mapping[str, Target | str]) -> dict[str, Targ
 
 
 def _resume(cache: Path | None, key: dict) -> Examples | None:
-    """The saved state in ``cache`` if it has the same settings; None if there is none; an error otherwise."""
+    """The saved state in ``cache`` if it has the same settings; None if there is none; an error otherwise.
+
+    A state saved before the ``distinct`` setting existed kept duplicates: it counts as ``distinct=False``.
+    """
     if cache is None or not (cache / FILES[1]).exists():
         return None
     result = Examples.load(cache)
-    old = {kk: result.meta.get(kk) for kk in key}
+    old = {kk: result.meta.get(kk, False if kk == "distinct" else None) for kk in key}
     if old != key:
         raise VisfeatError(
             f"{cache} holds dataset examples of other settings ({old}); expected {key}. "
@@ -137,7 +142,8 @@ def _start(model, targets: dict[str, Target], first: torch.Tensor, keys: dict, k
             "next": 0,
             "skipped": [],
         }
-        out[name] = Examples(TopK(maps.shape[1], k, maps.shape[2], sample_size=r), meta)
+        topk = TopK(maps.shape[1], k, maps.shape[2], sample_size=r, distinct=keys[name]["distinct"])
+        out[name] = Examples(topk, meta)
     return out
 
 
@@ -163,13 +169,14 @@ def _merged_predictions(results, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cls, prob
 
 
-def _advance(ex: Examples, target: Target, acts: dict, ids: torch.Tensor) -> None:
-    """Merge the batch images this state has not seen yet (resumed states may be past part of a batch)."""
+def _advance(ex: Examples, target: Target, acts: dict, ids: torch.Tensor, groups: torch.Tensor | None) -> None:
+    """Merge the batch images this state has not seen yet (resumed states may be past part of a batch);
+    ``groups [N]``: every image's source group, for a distinct state."""
     nxt = ex.meta["next"]
     fresh = ids >= nxt
     if bool(fresh.any()):
         maps = unit_maps(acts[target.layer], target.sae, target.tokens)
-        ex.topk.update(maps[fresh.to(maps.device)], ids[fresh])
+        ex.topk.update(maps[fresh.to(maps.device)], ids[fresh], groups[ids[fresh]] if ex.topk.distinct else None)
     last = int(ids[-1])
     ex.meta["skipped"] += sorted(set(range(nxt, last + 1)) - set(ids.tolist()))
     ex.meta["next"] = max(nxt, last + 1)
@@ -209,7 +216,7 @@ def _stream(model, dataset, targets: dict[str, Target], states: dict[str, Exampl
                 if predictions:
                     table[0][ids], table[1][ids] = _predictions(acts[LOGITS])
                 for name, t in targets.items():
-                    _advance(states[name], t, acts, ids)
+                    _advance(states[name], t, acts, ids, opts["groups"])
             if bar is not None:
                 bar.update(idx[-1] + 1 - bar.n)
             if (nb + 1) % opts["checkpoint_every"] == 0:
@@ -238,6 +245,7 @@ def dataset_examples_many(
     predictions: bool | None = None,
     progress: bool = True,
     workers: int | None = None,
+    distinct: bool = True,
 ) -> dict[str, Examples]:
     """Dataset examples of several targets (layers, SAEs, ``"logits"``) in one pass over ``dataset``.
 
@@ -251,6 +259,9 @@ def dataset_examples_many(
     and at the end; a rerun resumes from the smallest saved point, skipping what each target already
     has (a finished target is read back at once). ``workers``: processes decoding the images (the same
     results); default 0 for a model off CUDA, ``min(8, cpu count)`` on CUDA, where decoding would idle the GPU.
+    ``distinct`` (default on): a unit's top images, and its top patches, come from distinct source photos
+    (``dataset.group(i)``: the photo of a crop; each file of a folder is its own), so that k crops of one
+    photo do not fill the top k; it is part of the cache settings. False keeps the plain top k.
     """
     model = load_model(model)
     targets = _check_targets(model, targets)
@@ -276,6 +287,7 @@ def dataset_examples_many(
         "images": len(dataset),
         "sample_size": sample_size,
         "predictions": predictions,
+        "distinct": bool(distinct),
     }
     keys = {
         name: {**shared, "layer": t.layer, "feature": feature_id(t.sae), "tokens": t.tokens}
@@ -291,6 +303,7 @@ def dataset_examples_many(
             "checkpoint_every": checkpoint_every,
             "progress": progress,
             "workers": workers,
+            "groups": source_groups(dataset) if distinct else None,
         }
         _stream(model, dataset, {name: targets[name] for name in pending}, pending, predictions, opts)
     return results
@@ -311,6 +324,7 @@ def dataset_examples(
     sample_size: int = SAMPLE_SIZE,
     predictions: bool | None = None,
     progress: bool = True,
+    distinct: bool = True,
 ) -> Examples:
     """Top-k images and patches per unit of ``layer`` (or per latent of ``sae``) over ``dataset``.
 
@@ -318,7 +332,8 @@ def dataset_examples(
     ``dataset``: a folder path, a dataset from :mod:`visfeat.data`, or None for the embedded set of
     ``n`` crops. ``tokens`` (token layers: all, cls, patch) defaults to the SAE's. With ``cache`` (a
     folder) the state is saved every ``checkpoint_every`` batches and at the end; a rerun with the
-    same settings resumes (or returns the finished result at once).
+    same settings resumes (or returns the finished result at once). ``distinct`` (default on): the top
+    images and patches of a unit come from distinct source photos (at most one crop per photo).
     """
     target = {layer: Target(layer, sae, tokens, cache)}
     return dataset_examples_many(
@@ -332,4 +347,5 @@ def dataset_examples(
         sample_size=sample_size,
         predictions=predictions,
         progress=progress,
+        distinct=distinct,
     )[layer]

@@ -13,7 +13,7 @@ from ..data import Source
 from ..errors import UnitError, VisfeatError
 from ..images import atomic_write
 from .geometry import patch_box
-from .topk import FIELDS, TopK
+from .topk import FIELDS, GROUP_FIELDS, TopK
 
 FILES = ("examples.safetensors", "examples.json")
 
@@ -118,20 +118,53 @@ class Examples:
         counts, edges = torch.histogram(values, bins=bins, range=(lo, hi))
         return [int(c) for c in counts.tolist()], edges.tolist()
 
-    def quantile_images(self, unit: int, quantiles: tuple[float, ...] = (0.9, 0.75, 0.5, 0.25)) -> list[dict]:
+    def quantile_images(
+        self, unit: int, quantiles: tuple[float, ...] = (0.9, 0.75, 0.5, 0.25), distinct: bool | None = None
+    ) -> list[dict]:
         """For each quantile, the sample image at that quantile of the unit's values (nearest rank):
-        ``[{"id", "value", "quantile"}]``, to show what typical and weak activations look like."""
+        ``[{"id", "value", "quantile"}]``, to show what typical and weak activations look like.
+
+        With ``distinct`` (default: the setting the examples were collected with) each pick comes from
+        another source photo: an image whose source an earlier quantile took is passed over for the
+        nearest rank with an unused source (with too few sources in the sample, the nearest rank not yet picked).
+        """
         ids, values = self._sample(unit)
         bad = [q for q in quantiles if not 0 <= q <= 1]
         if bad:
             raise VisfeatError(f"quantiles must lie in [0, 1], got {bad}")
         order = values.argsort(stable=True)
         n = len(order)
-        picks = [int(order[int(q * (n - 1) + 0.5)]) for q in quantiles]
+        ranks = [int(q * (n - 1) + 0.5) for q in quantiles]
+        if self.meta.get("distinct", False) if distinct is None else distinct:
+            ranks = self._distinct_ranks(ranks, [self._source_name(int(ids[j])) for j in order.tolist()])
+        picks = [int(order[r]) for r in ranks]
         return [
             {"id": int(ids[j]), "value": float(values[j]), "quantile": float(q)}
             for j, q in zip(picks, quantiles, strict=True)
         ]
+
+    def _source_name(self, image_id: int) -> str:
+        """The source photo (or file) of an image; the id itself when its source was not recorded."""
+        src = self.sources.get(image_id)
+        return src.name if src is not None else f"#{image_id}"
+
+    @staticmethod
+    def _distinct_ranks(ranks: list[int], names: list[str]) -> list[int]:
+        """Move each rank (in turn) to the nearest one whose source no earlier pick used (the lower on a tie),
+        then hand the picks back in the quantiles' order, so higher quantiles still get higher values."""
+        used: set[str] = set()
+        out = []
+        for r in ranks:
+            near = sorted(range(len(names)), key=lambda j: (abs(j - r), j))
+            free = [j for j in near if j not in out] or [r]
+            pick = next((j for j in free if names[j] not in used), free[0])
+            used.add(names[pick])
+            out.append(pick)
+        by_rank = sorted(range(len(ranks)), key=lambda i: (ranks[i], i))
+        final = [0] * len(ranks)
+        for i, r in zip(by_rank, sorted(out), strict=True):
+            final[i] = r
+        return final
 
     def prediction(self, image_id: int) -> tuple[int, float]:
         """The model's top-1 class index for image ``image_id`` and its softmax probability."""
@@ -159,7 +192,7 @@ class Examples:
             "positions_seen": self.topk.positions_seen,
             "sources": {str(i): s.to_dict() for i, s in self.sources.items()},
         }
-        tensors = {k: self.topk.tensors[k].contiguous() for k in FIELDS}
+        tensors = {k: self.topk.tensors[k].contiguous() for k in FIELDS + GROUP_FIELDS if k in self.topk.tensors}
         if self.pred_class is not None and self.pred_prob is not None:
             tensors |= {"pred_class": self.pred_class.contiguous(), "pred_prob": self.pred_prob.contiguous()}
         atomic_write(folder / FILES[0], save(tensors))

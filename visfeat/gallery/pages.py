@@ -20,8 +20,22 @@ TEMPLATES = str(Path(__file__).parent / "templates")
 SAMPLES = 8  # units of each layer shown on the model page
 #: The order of a unit's fields in ``manifest.json`` and of a grid row in ``units.js`` (fields a stage adds that
 #: are not listed follow in stage order), and of the manifest's top-level fields.
-UNIT_FIELDS = ("unit", "name", "label", "index", "held_out", "best", "ratio", "final", "negative", "seed", "command")
-GRID_FIELDS = ("slug", "name", "label", "ratio", "held_out", "best", "index", "thumb", "flag")
+UNIT_FIELDS = (
+    "unit",
+    "name",
+    "label",
+    "index",
+    "held_out",
+    "best",
+    "ratio",
+    "path_similarity",
+    "flags",
+    "final",
+    "negative",
+    "seed",
+    "command",
+)
+GRID_FIELDS = ("slug", "name", "label", "ratio", "path", "held_out", "best", "index", "thumb", "flag", "flags")
 TOP_FIELDS = ("title", "visfeat", "model", "fingerprint", "images", "sections", "circuits", "saes")
 
 
@@ -59,6 +73,11 @@ class UnitPage:
     @property
     def name(self) -> str:
         return self.unit.name
+
+    @property
+    def warnings(self) -> list[str]:
+        """The views' one-line warnings, for the top of the page."""
+        return [w for v in self.views.values() if (w := v.warning())]
 
 
 @dataclass(frozen=True)

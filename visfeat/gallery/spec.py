@@ -37,6 +37,7 @@ class RenderSettings:
     negative: bool = False  # also render the image that minimizes the unit
     preact: bool = True  # units ending in a flattening nonlinearity are optimized before it
     amp: str | None = "auto"  # auto (bf16 on CUDA, none elsewhere) | bf16 | fp16 | none
+    accentuate: int = 0  # top dataset examples per unit accentuated (visfeat.accentuate; 0: none)
 
     @property
     def label(self) -> str:
@@ -44,6 +45,13 @@ class RenderSettings:
         p = PRESETS.get(self.preset)
         same = p is not None and all(getattr(self, k) == getattr(p, k) for k in PRESET_KEYS)
         return self.preset if same else "custom"
+
+    @property
+    def summary(self) -> str:
+        """The recipe in words, as the index and every unit page print it."""
+        views = f"{self.views} view{'s' if self.views > 1 else ''}"
+        settle = f", last {100 * self.settle:g}% of steps untransformed" if self.settle else ""
+        return f"{self.steps} steps, {views}, {self.lr_schedule} lr {self.lr:g}{settle}"
 
     @property
     def diverse_images(self) -> int:
@@ -56,8 +64,9 @@ class RenderSettings:
         return 1 + self.diverse_images + self.negative
 
     def recipe(self) -> dict:
-        """What changes the images (the key of a render result): everything but the preset's name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+        """What changes the images (the key of a render result): everything but the preset's name and the
+        accentuation count (another stage's work: :mod:`visfeat.gallery.stages.accentuate`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("preset", "accentuate")}
 
 
 #: What a preset sets.
@@ -120,11 +129,12 @@ class GallerySpec:
     render: RenderSettings
     text: str = ""
     path: str = ""
+    distinct: bool = True  # top examples (images, patches, quantile images) from distinct source photos
 
 
 _TOP = {"title", "model", "images", "render", "layers", "saes", "circuits"}
 _MODEL = {"name", "weights", "pretrained"}
-_IMAGES = {"folder", "n", "k"}
+_IMAGES = {"folder", "n", "k", "distinct"}
 _LAYER = {"name", "units", "at", "render"}
 _SAE = {"layer", "name", "latents", "path", "variant", "expansion", "k", "epochs", "images", "render"}
 _CIRCUIT = {"unit", "from", "k", "width", "name"}
@@ -159,6 +169,7 @@ def _render(c: Checker, raw: dict, base: RenderSettings, path: tuple) -> RenderS
         "negative": c.boolean(raw, "negative", path),
         "preact": c.boolean(raw, "preact", path),
         "amp": c.choice(raw, "amp", path, AMP_VALUES),
+        "accentuate": c.integer(raw, "accentuate", path, least=0),
     }
     values |= {k: v for k, v in found.items() if v is not None}
     settle = values.get("settle", base.settle)
@@ -297,6 +308,7 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
         folder = str(path)
     n_images = c.integer(images, "n", ("images",), 512)
     k = c.integer(images, "k", ("images",), 8)
+    distinct = c.boolean(images, "distinct", ("images",), True)
     if k > n_images:
         c.fail(("images", "k"), f"asks for {k} top examples per unit from n = {n_images} images; lower k or raise n")
     base = _render(c, c.table(raw, "render", ()), RenderSettings(), ("render",))
@@ -305,7 +317,7 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
         c.fail(("layers",), "the spec builds nothing: add [[layers]], [[saes]] or [[circuits]] entries")
     title = c.string(raw, "title", (), name)
     spec = (title, name, weights, pretrained, folder, n_images, k, tuple(layers), tuple(saes), tuple(circuits), base)
-    return GallerySpec(*spec, text, source)
+    return GallerySpec(*spec, text, source, distinct=distinct)
 
 
 def load_spec(path: str | Path) -> GallerySpec:

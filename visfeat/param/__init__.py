@@ -1,11 +1,12 @@
 """Image parameterizations: settings dataclasses whose ``build(batch, generator, device)`` returns a
 module whose ``forward()`` gives the image batch [B, 3, H, W] in [0, 1]. Each image starts from its
-own random init."""
+own random init (a ``seeded`` one starts at given photos)."""
 
 from __future__ import annotations
 
-from .factory import Param, create, fourier, list_params, maco, pixel
+from .factory import Param, create, fourier, list_params, maco, pixel, seeded
 from .maco import Maco, default_spectrum, spectrum_from_images
+from .seeded import Seeded
 from .spatial import Fourier, Pixel
 
 __all__ = [
@@ -13,11 +14,13 @@ __all__ = [
     "Maco",
     "Param",
     "Pixel",
+    "Seeded",
     "create",
     "default_spectrum",
     "fourier",
     "list_params",
     "maco",
     "pixel",
+    "seeded",
     "spectrum_from_images",
 ]

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import VisfeatError, unknown
 from .maco import Maco
+from .seeded import Seeded
 from .spatial import Fourier, Pixel
 
 
@@ -38,7 +39,21 @@ def maco(size: int | tuple[int, int] = 224, spectrum=None, contrast: float = 1.0
     return Maco(size, spectrum, contrast)
 
 
-_PARAMS: dict[str, Callable[..., Param]] = {"pixel": pixel, "fourier": fourier, "maco": maco}
+def seeded(
+    images: torch.Tensor | None = None, decay: float = 1.0, decorrelate: bool = True, eps: float = 1e-3
+) -> Seeded:
+    """A Fourier image that starts at ``images`` [B, 3, H, W] in [0, 1] (feature accentuation), not at noise."""
+    if images is None:
+        raise VisfeatError("the seeded parameterization starts at photos: pass images=[B, 3, H, W] in [0, 1]")
+    return Seeded(images, decay, decorrelate, eps)
+
+
+_PARAMS: dict[str, Callable[..., Param]] = {
+    "pixel": pixel,
+    "fourier": fourier,
+    "maco": maco,
+    "seeded": seeded,
+}
 
 
 def list_params() -> list[str]:
@@ -47,7 +62,8 @@ def list_params() -> list[str]:
 
 
 def create(name: str, **kwargs) -> Param:
-    """A parameterization by name (``"pixel"``, ``"fourier"``, ``"maco"``)."""
+    """A parameterization by name (``"pixel"``, ``"fourier"``, ``"maco"``; ``"seeded"`` needs
+    ``images=``)."""
     if name not in _PARAMS:
         raise VisfeatError(unknown("parameterization", name, _PARAMS))
     return _PARAMS[name](**kwargs)

@@ -181,5 +181,9 @@ class UnitView:
     def label(self) -> Label | None:
         return None
 
+    def warning(self) -> str | None:
+        """One line for the top of the unit page when something on it is not to be believed."""
+        return None
+
 
 Tick = Callable[[float], None]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ...html import heat_image, image_bytes
 from ...imagenet import class_name
+from ...labels import MIN_COUNT, Concentration, class_concentration, class_counts
 from ..site import EXAMPLE
 from ..store import recipe_key
 from .base import Job, Label, Panel, Record, Stage, UnitView
@@ -78,19 +79,53 @@ class ExamplesView(UnitView):
     images_seen: int
     preds: list[tuple[str, int]]  # the top examples' most common predicted classes and their counts
     kind: str
+    #: the top examples' majority class tested against the image set's class mix (None: no predictions), its
+    #: name, and how many top examples were left out because an earlier one came from the same source photo
+    evidence: Concentration | None = None
+    evidence_class: str = ""
+    repeats: int = 0
 
     def manifest(self) -> dict:
-        return {"best": self.best, "top_examples": [e.value for e in self.examples]}
+        return {
+            "best": self.best,
+            "top_examples": [e.value for e in self.examples],
+            "examples_evidence": self.label_evidence(),
+        }
 
     def grid(self) -> dict:
         return {"best": self.best}
 
     def label(self) -> Label | None:
-        """The class the top examples are most often predicted as (class units need none: their name is one)."""
-        if self.kind == "class" or not self.preds:
+        """The top examples' majority class, only when its concentration is unlikely under the image set's own
+        class mix (class units need none: their name is one)."""
+        ev = self.evidence
+        if self.kind == "class" or ev is None or not ev.passes:
             return None
-        name, count = self.preds[0]
-        return Label(f"sees {name} ({count}/{len(self.examples)})", 1)
+        return Label(f"sees {self.evidence_class} ({ev.count}/{ev.k}, p={ev.p_value:.2g})", 1)
+
+    def label_evidence(self) -> dict | None:
+        """The concentration test's numbers, for the manifest."""
+        if self.evidence is None:
+            return None
+        return {"source": "examples", "name": self.evidence_class, **self.evidence.to_json(), "repeats": self.repeats}
+
+    def label_note(self) -> str | None:
+        """What the examples label rests on, or why the top examples give none (for the page)."""
+        ev = self.evidence
+        if ev is None or self.kind == "class":
+            return None
+        counted = f" (one example per source photo: {self.repeats} repeats left out)" if self.repeats else ""
+        if ev.passes:
+            return (
+                f"from its top examples: {ev.count} of {ev.k} predicted {self.evidence_class} where the image set's "
+                f"class mix expects {ev.expected:.1f} (p = {ev.p_value:.2g}){counted}"
+            )
+        why = "a single example" if ev.count < MIN_COUNT else "what chance gives"
+        return (
+            f"its top examples' most common class ({self.evidence_class}, {ev.count} of {ev.k}) is {why}: this "
+            f"image set's class mix expects {ev.expected:.1f} (p = {ev.p_value:.2g}; a label needs "
+            f"p ≤ {ev.alpha:g}){counted}"
+        )
 
 
 def histogram(counts: list[int], edges: list[float], marks: list[float], width=320, height=90) -> Histogram:
@@ -137,6 +172,27 @@ def dataset_image(site, image_id: int, box: tuple[int, ...] | None = None) -> st
     return site.writer.derived(site.layout.dataset_image(image_id, box), make)
 
 
+def concentration_of(site, section, ex, ids: list[int]) -> dict:
+    """The evidence fields of an :class:`ExamplesView`: the top examples' (``ids``) majority class tested against
+    the image set's class mix (every image's prediction, counted once per section); a source photo counts once
+    (its best crop), so that crops of one photo do not pass for a concentration."""
+    labels = site.model.labels
+    if labels is None or ex.pred_class is None:
+        return {}
+    mix = site.once((STAGE.name, "mix", section.name), lambda: class_counts(ex.pred_class))
+    read = [(i, int(ex.pred_class[i])) for i in ids if 0 <= i < len(ex.pred_class) and int(ex.pred_class[i]) >= 0]
+    photos, classes = set(), []
+    for i, cls in read:
+        src = ex.sources.get(i)
+        photo = src.name if src is not None else f"#{i}"
+        if photo not in photos:
+            photos.add(photo)
+            classes.append(cls)
+    ev = class_concentration(classes, mix)
+    repeats = len(read) - len(classes)
+    return {"evidence": ev, "evidence_class": class_name(labels, ev.cls) if ev else "", "repeats": repeats}
+
+
 class ExamplesStage(Stage):
     name = "examples"
     order = 30
@@ -153,6 +209,7 @@ class ExamplesStage(Stage):
                 "tokens": sec.tokens,
                 "sae": p.key_of("sae", sec.name),
                 "k": p.spec.k,
+                "distinct": p.spec.distinct,
                 "images": p.images_key,
             }
             targets[sec.name] = recipe_key(recipe)
@@ -169,7 +226,8 @@ class ExamplesStage(Stage):
             sec = ctx.plan.section(name)
             sae = load_sae(ctx, sec.sae) if sec.sae else None
             targets[name] = Target(sec.layer, sae=sae, tokens=sec.tokens, cache=ctx.store.folder(self.name, key))
-        dataset_examples_many(ctx.model, targets, ctx.dataset, k=ctx.plan.spec.k, progress=False)
+        spec = ctx.plan.spec
+        dataset_examples_many(ctx.model, targets, ctx.dataset, k=spec.k, distinct=spec.distinct, progress=False)
         for key in job.task.targets.values():
             ctx.store.finish(self.name, key, {"target": key})
         return ExamplesRecord(job.task.targets)
@@ -209,6 +267,7 @@ class ExamplesStage(Stage):
             images_seen=ex.topk.images_seen,
             preds=Counter(e.pred.rsplit(" ", 1)[0] for e in examples if e.pred).most_common(3),
             kind=section.kind,
+            **concentration_of(site, section, ex, [t["id"] for t in tops]),
         )
 
 

@@ -59,6 +59,7 @@ class RenderView(UnitView):
     held_out: float
     negative: float | None
     settings: dict
+    recipe: str  # the settings in words (RenderSettings.summary)
     seed: int
     preact: bool
     command: str
@@ -250,6 +251,7 @@ class RenderStage(Stage):
             held_out=scores.held_out,
             negative=scores.negative,
             settings=rec.settings,
+            recipe=r.summary,
             seed=job.seed,
             preact=rec.settings.get("preact", True),
             command=command(site.plan, site.store, section, job, unit.unit),

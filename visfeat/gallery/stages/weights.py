@@ -4,6 +4,7 @@ the strongest excitatory and inhibitory units each way with their kernels, and t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from ...hooks import LOGITS
 from ...html import kernel_image
 from ...imagenet import class_name
 from ...images import atomic_write
+from ...labels import WeightShare, weight_share
 from ..store import recipe_key
 from .base import Job, Label, Panel, Record, Stage, UnitView
 from .sae import load_sae
@@ -77,10 +79,48 @@ class BuiltView(UnitView):
     feeds: Neighbours | None
     feeds_empty: str
     classes: Classes | None
+    #: the top promoted class's share of the unit's positive class weight and its margin over the next (None:
+    #: no weights to the classes), and the names of the top and the next class
+    share: WeightShare | None = None
+    share_class: str = ""
+    next_class: str = ""
+
+    def manifest(self) -> dict:
+        return {"weights_evidence": self.label_evidence()} if self.share is not None else {}
 
     def label(self) -> Label | None:
-        """The class the unit promotes most through its weights to the logits (the model's own evidence)."""
-        return Label("→ " + self.classes.promote[0].name, 2) if self.classes and self.classes.promote else None
+        """The class the unit promotes most through its weights to the logits (the model's own evidence, stronger
+        than the top examples'), only when it stands out from the next class."""
+        if self.share is None or not self.share.passes:
+            return None
+        return Label(f"promotes {self.share_class} (share {percent(self.share.share)})", 2)
+
+    def label_evidence(self) -> dict | None:
+        """The share test's numbers, for the manifest."""
+        if self.share is None:
+            return None
+        return {"source": "weights", "name": self.share_class, "next": self.next_class, **self.share.to_json()}
+
+    def label_note(self) -> str | None:
+        """What the weights label rests on, or why the weights give none (for the page)."""
+        s = self.share
+        if s is None:
+            return None
+        share = f"{percent(s.share)} of its positive class weight"
+        if s.passes:
+            over = (
+                "the only class it promotes" if math.isinf(s.margin) else f"{s.margin:.2f}x the next, {self.next_class}"
+            )
+            return f"from its weights: promotes {self.share_class} ({share}, {over})"
+        return (
+            f"its weights promote {self.share_class} most, with {share}, but only {s.margin:.2f}x the next class "
+            f"({self.next_class}): it spreads its weight over many classes (a label needs {s.threshold:g}x)"
+        )
+
+
+def percent(x: float) -> str:
+    """A share as a percentage with two significant digits below 10%: 100%, 12%, 1.5%, 0.31%."""
+    return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.2g}%"
 
 
 def neighbours(plan, model, section) -> tuple:
@@ -131,6 +171,14 @@ def _classes(w: torch.Tensor, labels, n: int = 5) -> Classes:
     pairs = zip(bottom.values, bottom.indices, strict=True)
     inhibit = [ClassWeight(class_name(labels, int(i)), -float(v)) for v, i in pairs if v > 0]
     return Classes(promote, inhibit)
+
+
+def _share_fields(share: WeightShare | None, w: torch.Tensor | None, labels) -> dict:
+    """The share fields of a :class:`BuiltView`: the test and the names of the top and the next class."""
+    if share is None or w is None:
+        return {}
+    second = int(w.topk(min(2, len(w))).indices[-1])
+    return {"share": share, "share_class": class_name(labels, share.cls), "next_class": class_name(labels, second)}
 
 
 class WeightsStage(Stage):
@@ -227,8 +275,10 @@ class WeightsStage(Stage):
             column = self._tensors(site, nxt).get("from") if section.kind == "channel" else mine.get("feeds")
             if column is not None:
                 feeds = _links(site, column[:, pos if section.kind == "latent" else unit.index], nxt, page)
+        share = None
         if "classes" in mine and model.labels is not None:
             classes = _classes(mine["classes"][:, pos], model.labels)
+            share = weight_share(mine["classes"][:, pos])
         if section.kind == "class":  # class logits are built from the last built layer: its weights to each class
             last = next((s for s in plan.sections if s.kind == "channel" and neighbours(plan, model, s)[2]), None)
             c = self._tensors(site, last).get("classes") if last else None
@@ -244,6 +294,7 @@ class WeightsStage(Stage):
             feeds=feeds,
             feeds_empty=error or "no weights",
             classes=classes,
+            **_share_fields(share, mine["classes"][:, pos] if share is not None else None, model.labels),
         )
 
 

@@ -23,14 +23,19 @@
       label.className = "card-label";
       label.textContent = u.label || "";
       var trust = document.createElement("div");
-      trust.className = "card-label" + (u.flag ? " flag" : "");
-      trust.textContent = u.ratio == null ? "" : u.ratio.toFixed(2) + "x" + (u.flag ? " (below 1x)" : "");
+      var flags = u.flags || [];
+      trust.className = "card-label" + (flags.length ? " flag" : "");
+      trust.title = flags.join(", ");
+      trust.textContent = (u.ratio == null ? "" : u.ratio.toFixed(2) + "x") +
+        (u.path == null ? "" : " · path " + u.path.toFixed(2)) +
+        (flags.indexOf("different-path") >= 0 ? " ⚠ other path" : flags.length ? " ⚠" : "");
       a.appendChild(img); a.appendChild(name); a.appendChild(label); a.appendChild(trust);
       return { unit: u, el: a, text: (String(u.index) + " " + u.name + " " + (u.label || "")).toLowerCase() };
     });
     var filter = document.getElementById("filter");
     var sort = document.getElementById("sort");
     var count = document.getElementById("count");
+    var flagged = document.getElementById("flagged");
     function key(c, by) {
       var v = c.unit[by];
       return v == null ? -Infinity : v;
@@ -38,7 +43,10 @@
     function draw() {
       var q = filter.value.trim().toLowerCase();
       var by = sort.value;
-      var shown = cells.filter(function (c) { return !q || c.text.indexOf(q) >= 0; });
+      var only = flagged && flagged.checked;
+      var shown = cells.filter(function (c) {
+        return (!q || c.text.indexOf(q) >= 0) && (!only || (c.unit.flags || []).length > 0);
+      });
       shown.sort(function (a, b) {
         if (by === "index") return a.unit.index - b.unit.index;
         if (by === "label") return String(a.unit.label || a.unit.name).localeCompare(String(b.unit.label || b.unit.name));
@@ -49,6 +57,7 @@
     }
     filter.addEventListener("input", draw);
     sort.addEventListener("change", draw);
+    if (flagged) flagged.addEventListener("change", draw);
     draw();
   }
   var heat = document.getElementById("heat");
