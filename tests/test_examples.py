@@ -162,6 +162,9 @@ def test_concentration_scores_one_place_high_and_spread_low():
     sc = concentration(ex, grid=3)
     assert sc["photo"][0] == 0.25 and sc["photo"][1] == 1.0 and sc["region"][1] == 1.0
     assert summary(sc)["units"] == 2
+    ex.meta["distinct"] = True  # one crop per photo would score every unit 1/k: refused with the fix named
+    with pytest.raises(ValueError, match="distinct=False"):
+        concentration(ex)
 
 
 def test_receptive_field_grows_with_depth():

@@ -33,7 +33,13 @@ def concentration(ex: Examples, grid: int = 3, alive_only: bool = True) -> dict[
     """Per unit ``photo`` and ``region`` concentration in [1/k, 1], and ``alive`` (k positive examples).
 
     Units without k positive patches are marked not alive; their scores are NaN when ``alive_only``.
+    Examples collected ``distinct`` (one crop per photo) score 1/k by construction and are refused.
     """
+    if ex.meta.get("distinct", False):
+        raise ValueError(
+            "concentration() needs examples collected with distinct=False: distinct examples come from "
+            "one photo each, so every unit would score 1/k; pass distinct=False to dataset_examples()"
+        )
     units = ex.units
     photo = torch.full((units,), float("nan"))
     region = torch.full((units,), float("nan"))
