@@ -84,3 +84,15 @@ def site_files(site: Path) -> dict[str, bytes]:
         for p in sorted(site.rglob("*"))
         if p.is_file() and not p.relative_to(site).as_posix().startswith(CACHE)
     }
+
+
+def tiny_gray_changed() -> vf.Model:
+    """``tiny_gray`` with one pathway changed (a diff gallery's model; ``tiny_gray`` is its base): channel 3 of
+    conv "4" gets a new filter and a higher bias, and class 2 ("spots") now reads that channel."""
+    model = tiny_gray()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        model.module[4].weight[3] += 0.5 * torch.randn(model.module[4].weight[3].shape, generator=g)
+        model.module[4].bias[3] += 0.5
+        model.module[-1].weight[2, 3] += 3.0
+    return vf.Model(model.module, model.spec, name="tiny_gray_changed", labels=LABELS)

@@ -88,6 +88,8 @@ def test_a_stage_defined_outside_the_package_builds_caches_and_draws(tmp_path):
         "brightness",
         "examples",
         "accentuate",
+        "diff",
+        "scan",
         "paths",
         "weights",
         "describe",
@@ -116,7 +118,9 @@ def test_a_stage_defined_outside_the_package_builds_caches_and_draws(tmp_path):
 
 def test_the_registry_orders_stages_and_refuses_a_stage_before_what_it_reads():
     names = default_stages().names
-    assert names == ("sae", "render", "examples", "accentuate", "paths", "weights", "describe", "trust", "circuits")
+    assert names == (
+        "sae", "render", "examples", "accentuate", "diff", "scan", "paths", "weights", "describe", "trust", "circuits"
+    )  # fmt: skip
 
     class Early(Stage):
         name = "early"

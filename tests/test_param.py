@@ -59,7 +59,7 @@ def test_gradients_reach_the_parameters(kind):
 
 
 def test_create_by_name_and_unknown_name():
-    assert P.list_params() == ["fourier", "maco", "pixel", "seeded"]
+    assert P.list_params() == ["fourier", "maco", "pixel", "seeded", "trigger"]
     assert P.create("fourier", size=48) == P.Fourier(size=48)
     assert isinstance(P.create("maco"), P.Maco) and P.create("maco").size == 224
     with pytest.raises(VisfeatError, match="unknown parameterization 'fouriers'; closest: fourier"):

@@ -23,7 +23,7 @@ import torch
 
 from .errors import VisfeatError
 from .hooks import LOGITS, capture, run
-from .models import Model, load_model
+from .models import Model, channel_sums, load_model
 from .objectives import Objective, per_image
 from .preact import preactivation_layer
 from .units import parse_unit
@@ -131,17 +131,6 @@ def _stack(model: Model, name: str, before: list[str]) -> list[str]:
     return [k for k in before if k.startswith(name + ".") and k.count(".") == 1]
 
 
-def _channels(act: torch.Tensor, layout: str) -> torch.Tensor:
-    """``[B, C]``: a per-position tensor summed over its positions (CHW, HWC, tokens) or a vector as it is."""
-    if layout == "CHW":
-        return act.sum((2, 3))
-    if layout == "HWC":
-        return act.sum((1, 2))
-    if layout == "tokens":
-        return act.sum(1)
-    return act.reshape(act.shape[0], -1)
-
-
 def contributions(model: Model, objective: Objective, images: torch.Tensor, layers: Sequence[str]) -> dict:
     """Per layer ``[B, C]``: each channel's activation × gradient of ``objective`` (one score per image), summed
     over positions. One forward and one backward pass for the batch."""
@@ -155,7 +144,7 @@ def contributions(model: Model, objective: Objective, images: torch.Tensor, laye
     out = {}
     for name, a, g in zip(layers, ups, grads, strict=True):
         g = torch.zeros_like(a) if g is None else g
-        out[name] = _channels((a * g).detach().float(), layouts[name]).cpu()
+        out[name] = channel_sums((a * g).detach().float(), layouts[name]).cpu()
     return out
 
 

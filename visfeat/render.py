@@ -148,6 +148,8 @@ def render(
     ``preact``: a unit string whose layer ends in a ReLU-like op (ReLU, ReLU6, GELU, a fused BatchNorm+act)
     is optimized on that op's input (:mod:`visfeat.preact`), so a unit that is dead for the initial image
     still moves; the history then holds pre-activation values. Objective instances are never changed.
+    A parameterization's own penalty: when the built module has ``penalty()`` (per image [N], or one value),
+    it is subtracted from the objective every step, and the history holds the penalized scores.
     """
     chosen = get_preset(preset)
     steps = chosen.steps if steps is None else steps
@@ -179,6 +181,7 @@ def render(
     shown_view = _shown_view(model)
     gen = torch.Generator().manual_seed(seed)
     image = param.build(n, gen, dev)
+    penalty = getattr(image, "penalty", None)  # e.g. a trigger mask's size (visfeat.param.trigger)
     opt = torch.optim.Adam(image.parameters(), lr=lr)
     layers = sorted(obj.layers - {INPUT})
     cast, scaler = _autocast(dev, amp)
@@ -199,6 +202,8 @@ def render(
                 run(model.module, _input(model, view(shown, gen)))
                 acts[INPUT] = shown
                 scores = _mean_over_views(obj, acts, views).float()
+                if penalty is not None:
+                    scores = scores - penalty().float()
             history[step] = scores.detach()
             if (step + 1) % check_every == 0 or step == steps - 1:
                 _check_finite(history, step + 1 - check_every, step, names)

@@ -11,7 +11,7 @@ from ..errors import VisfeatError
 from ..version import __version__
 
 #: Sub-command modules (inside visfeat.cli), in the order ``--help`` lists them.
-COMMANDS = ["gallery", "render", "accentuate", "layers", "circuit", "examples", "sae"]
+COMMANDS = ["gallery", "render", "accentuate", "layers", "circuit", "examples", "sae", "scan"]
 
 
 def build_parser() -> argparse.ArgumentParser:

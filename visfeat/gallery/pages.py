@@ -185,7 +185,9 @@ def _layer_pages(site: Site, units: dict[str, list[UnitPage]]) -> list[Page]:
     for sec in site.plan.sections:
         path = lay.section_page(sec.name)
         pages = units[sec.name]
-        data = site.writer.bytes(lay.section_data(sec.name), units_js(sec.name, [_grid_row(lay, p) for p in pages]))
+        rows = [_grid_row(lay, p) for p in pages]
+        data = site.writer.bytes(lay.section_data(sec.name), units_js(sec.name, rows))
+        sorts = [(k, text) for stage in site.plan.stages for k, text in stage.sorts if any(k in r for r in rows)]
         panels = []
         for stage in site.plan.stages:
             view = stage.section_view(site, sec) if stage.section_panels else None
@@ -194,6 +196,7 @@ def _layer_pages(site: Site, units: dict[str, list[UnitPage]]) -> list[Page]:
         frame = site.frame(path, sec.name, site.crumbs(path, (path, sec.name)), script=True)
         tiles = [_tile(lay, path, p) for p in pages]
         context = {"frame": frame, "section": sec, "units": tiles, "panels": panels, "data": lay.rel(path, data)}
+        context["sorts"] = sorts
         out.append(Page(path, "layer.html", context))
         for p in pages:
             crumbs = site.crumbs(p.path, (path, sec.name), (p.path, p.name))
@@ -271,6 +274,12 @@ def write_site(ctx, out: Path) -> dict:
         spec_text=plan.spec.text,
     )
     index = {"frame": site.frame(lay.index, plan.spec.title, site.crumbs(lay.index)[:1]), "card": card}
+    index["panels"] = [
+        PanelView(panel.template, view)
+        for stage in plan.stages
+        if stage.index_panels and (view := stage.index_view(site)) is not None
+        for panel in stage.index_panels
+    ]
     pages.append(Page(lay.index, "index.html", index))
     folders = (TEMPLATES, *(s.templates for s in plan.stages if s.templates))
     for page in pages:

@@ -113,6 +113,25 @@ class CircuitSpec:
 
 
 @dataclass(frozen=True)
+class BaseSpec:
+    """A ``[base]`` table: the model before the change (same architecture, other weights); makes a diff gallery."""
+
+    name: str
+    weights: str | None = None
+    pretrained: bool = True
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """A ``[scan]`` table: a trigger search (:func:`visfeat.scan.scan`) over the classes most likely to hide one."""
+
+    classes: int = 20  # candidates: with a base, the classes the change raised most on the photos
+    steps: int = 200
+    images: int = 48  # clean crops of the image set: half to fit the triggers, half held out
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class GallerySpec:
     """A whole gallery: one model, its layers, SAEs and circuits, the image set, and the spec's own text."""
 
@@ -130,14 +149,17 @@ class GallerySpec:
     text: str = ""
     path: str = ""
     distinct: bool = True  # top examples (images, patches, quantile images) from distinct source photos
+    base: BaseSpec | None = None  # a diff gallery: what changed from this model to ``model``
+    scan: ScanSpec | None = None
 
 
-_TOP = {"title", "model", "images", "render", "layers", "saes", "circuits"}
+_TOP = {"title", "model", "base", "images", "render", "layers", "saes", "circuits", "scan"}
 _MODEL = {"name", "weights", "pretrained"}
 _IMAGES = {"folder", "n", "k", "distinct"}
 _LAYER = {"name", "units", "at", "render"}
 _SAE = {"layer", "name", "latents", "path", "variant", "expansion", "k", "epochs", "images", "render"}
 _CIRCUIT = {"unit", "from", "k", "width", "name"}
+_SCAN = {"classes", "steps", "images", "seed"}
 _NAME = r"[A-Za-z0-9_\-]+"  # SAE and circuit names name a folder or a file
 _NAME_HINT = "use letters, digits, '-' and '_' (it names a folder)"
 
@@ -277,6 +299,31 @@ def _circuits(c: Checker, raw: dict) -> list[CircuitSpec]:
     return out
 
 
+def _base(c: Checker, raw: dict, model: str, source: str) -> BaseSpec | None:
+    """The ``[base]`` table (or ``base = "NAME"``): the model's name unless given, its weights beside the spec."""
+    if "base" not in raw:
+        return None
+    row = {"name": raw["base"]} if isinstance(raw["base"], str) else c.table(raw, "base", ())
+    c.keys(row, _MODEL, ("base",))
+    weights = _beside(source, c.string(row, "weights", ("base",)))
+    name = c.string(row, "name", ("base",), model)
+    return BaseSpec(name, weights, c.boolean(row, "pretrained", ("base",), True))
+
+
+def _scan(c: Checker, raw: dict) -> ScanSpec | None:
+    if "scan" not in raw:
+        return None
+    row = c.table(raw, "scan", ())
+    c.keys(row, _SCAN, ("scan",))
+    d = ScanSpec()
+    return ScanSpec(
+        c.integer(row, "classes", ("scan",), d.classes),
+        c.integer(row, "steps", ("scan",), d.steps),
+        c.integer(row, "images", ("scan",), d.images, least=8),  # half fit the triggers, half test them
+        c.integer(row, "seed", ("scan",), d.seed, least=0),
+    )
+
+
 def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
     """Parse and check a spec's TOML text (keys, types, values); the model is not loaded."""
     try:
@@ -313,11 +360,12 @@ def parse_spec(text: str, source: str = "<spec>") -> GallerySpec:
         c.fail(("images", "k"), f"asks for {k} top examples per unit from n = {n_images} images; lower k or raise n")
     base = _render(c, c.table(raw, "render", ()), RenderSettings(), ("render",))
     layers, saes, circuits = _layers(c, raw, base), _saes(c, raw, base, source), _circuits(c, raw)
-    if not layers and not saes and not circuits:
-        c.fail(("layers",), "the spec builds nothing: add [[layers]], [[saes]] or [[circuits]] entries")
+    diff_base, scan = _base(c, raw, name, source), _scan(c, raw)
+    if not layers and not saes and not circuits and scan is None:
+        c.fail(("layers",), "the spec builds nothing: add [[layers]], [[saes]], [[circuits]] or [scan] entries")
     title = c.string(raw, "title", (), name)
     spec = (title, name, weights, pretrained, folder, n_images, k, tuple(layers), tuple(saes), tuple(circuits), base)
-    return GallerySpec(*spec, text, source, distinct=distinct)
+    return GallerySpec(*spec, text, source, distinct=distinct, base=diff_base, scan=scan)
 
 
 def load_spec(path: str | Path) -> GallerySpec:

@@ -7,7 +7,7 @@ and the loaders: ``efficientnet_lite``, ``hub`` (timm, torchvision, InceptionV1)
 from __future__ import annotations
 
 from .load import AUTO, load_model, resolve_device
-from .model import LayerInfo, Model
+from .model import LayerInfo, Model, channel_sums
 from .registry import list_models, register_model
 from .spec import InputSpec
 
@@ -16,6 +16,7 @@ __all__ = [
     "InputSpec",
     "LayerInfo",
     "Model",
+    "channel_sums",
     "list_models",
     "load_model",
     "register_model",

@@ -76,8 +76,9 @@ def load_efficientnet_lite(variant: int = 0, weights: str | Path | None = None, 
         path = Path(weights) if weights is not None else _weights_file(variant)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            depths = [len(stage) for stage in module.blocks]
-            module.load_state_dict(rename_state_dict(state, depths), strict=True)
+            if "conv_stem.weight" not in state:  # the package's layout; a state_dict() saved from timm loads as is
+                state = rename_state_dict(state, [len(stage) for stage in module.blocks])
+            module.load_state_dict(state, strict=True)
         except (OSError, RuntimeError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as e:
             raise VisfeatError(f"could not read EfficientNet-Lite weights from {path}: {e}") from e
     size = _SIZES[variant]

@@ -150,3 +150,14 @@ def _token_layout(model: Model, mods: dict, name: str, act, layout: str) -> tupl
         return layout, str(infer_layout(act.shape[1], model_grid(model)))
     except VisfeatError:
         return layout, ""
+
+
+def channel_sums(act: torch.Tensor, layout: str) -> torch.Tensor:
+    """``[B, C]``: a per-position tensor summed over its positions (CHW, HWC, tokens) or a vector as it is."""
+    if layout == "CHW":
+        return act.sum((2, 3))
+    if layout == "HWC":
+        return act.sum((1, 2))
+    if layout == "tokens":
+        return act.sum(1)
+    return act.reshape(act.shape[0], -1)

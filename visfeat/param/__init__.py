@@ -1,13 +1,15 @@
 """Image parameterizations: settings dataclasses whose ``build(batch, generator, device)`` returns a
 module whose ``forward()`` gives the image batch [B, 3, H, W] in [0, 1]. Each image starts from its
-own random init (a ``seeded`` one starts at given photos)."""
+own random init (a ``seeded`` one starts at given photos; a ``trigger``
+one pastes masks and patterns onto them)."""
 
 from __future__ import annotations
 
-from .factory import Param, create, fourier, list_params, maco, pixel, seeded
+from .factory import Param, create, fourier, list_params, maco, pixel, seeded, trigger
 from .maco import Maco, default_spectrum, spectrum_from_images
 from .seeded import Seeded
 from .spatial import Fourier, Pixel
+from .trigger import Trigger, TriggerImages
 
 __all__ = [
     "Fourier",
@@ -15,6 +17,8 @@ __all__ = [
     "Param",
     "Pixel",
     "Seeded",
+    "Trigger",
+    "TriggerImages",
     "create",
     "default_spectrum",
     "fourier",
@@ -23,4 +27,5 @@ __all__ = [
     "pixel",
     "seeded",
     "spectrum_from_images",
+    "trigger",
 ]

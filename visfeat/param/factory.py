@@ -12,6 +12,7 @@ from ..errors import VisfeatError, unknown
 from .maco import Maco
 from .seeded import Seeded
 from .spatial import Fourier, Pixel
+from .trigger import Trigger
 
 
 class Param(Protocol):
@@ -48,11 +49,21 @@ def seeded(
     return Seeded(images, decay, decorrelate, eps)
 
 
+def trigger(
+    images: torch.Tensor | None = None, classes: int = 1, lam: tuple[float, ...] | float = 0.0, cells: int | None = None
+) -> Trigger:
+    """Per class a mask and a pattern pasted on clean ``images`` [N, 3, H, W] (trigger search, Neural Cleanse)."""
+    if images is None:
+        raise VisfeatError("the trigger parameterization pastes onto photos: pass images=[N, 3, H, W] in [0, 1]")
+    return Trigger(images, classes, lam, cells)
+
+
 _PARAMS: dict[str, Callable[..., Param]] = {
     "pixel": pixel,
     "fourier": fourier,
     "maco": maco,
     "seeded": seeded,
+    "trigger": trigger,
 }
 
 
@@ -62,7 +73,7 @@ def list_params() -> list[str]:
 
 
 def create(name: str, **kwargs) -> Param:
-    """A parameterization by name (``"pixel"``, ``"fourier"``, ``"maco"``; ``"seeded"`` needs
+    """A parameterization by name (``"pixel"``, ``"fourier"``, ``"maco"``; ``"seeded"`` and ``"trigger"`` need
     ``images=``)."""
     if name not in _PARAMS:
         raise VisfeatError(unknown("parameterization", name, _PARAMS))

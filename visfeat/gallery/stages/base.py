@@ -121,6 +121,10 @@ class Stage:
     #: parts of each unit page (a view from :meth:`unit_view` fills them) and of each layer page (:meth:`section_view`)
     unit_panels: ClassVar[tuple[Panel, ...]] = ()
     section_panels: ClassVar[tuple[Panel, ...]] = ()
+    #: parts of the site's index page (a view from :meth:`index_view` fills them)
+    index_panels: ClassVar[tuple[Panel, ...]] = ()
+    #: grid fields a layer page may sort by, with their text (offered where some unit has the field)
+    sorts: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: a folder of this stage's own templates (a stage outside the package); the package's are in gallery/templates
     templates: ClassVar[str | None] = None
 
@@ -154,6 +158,10 @@ class Stage:
 
     def section_view(self, site, section) -> Any:
         """This stage's view of a layer page's section for its section panels, or None."""
+        return None
+
+    def index_view(self, site) -> Any:
+        """This stage's view for its index panels (links relative to the index page), or None."""
         return None
 
     def pages(self, site) -> list:

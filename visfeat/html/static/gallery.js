@@ -28,6 +28,7 @@
       trust.title = flags.join(", ");
       trust.textContent = (u.ratio == null ? "" : u.ratio.toFixed(2) + "x") +
         (u.path == null ? "" : " · path " + u.path.toFixed(2)) +
+        (u.change == null ? "" : " · Δ " + u.change.toFixed(2) + "×") +
         (flags.indexOf("different-path") >= 0 ? " ⚠ other path" : flags.length ? " ⚠" : "");
       a.appendChild(img); a.appendChild(name); a.appendChild(label); a.appendChild(trust);
       return { unit: u, el: a, text: (String(u.index) + " " + u.name + " " + (u.label || "")).toLowerCase() };
