@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import param as params
+from .diff import check_same_architecture
 from .errors import VisfeatError
 from .hooks import LOGITS
 from .images import atomic_write, save_image
@@ -221,18 +222,6 @@ def _check_images(images, model: Model) -> torch.Tensor:
     return x
 
 
-def check_base(model: Model, base: Model) -> None:
-    """A base model must have the changed model's architecture: the same parameter names and shapes."""
-    a = {k: tuple(v.shape) for k, v in model.module.state_dict().items()}
-    b = {k: tuple(v.shape) for k, v in base.module.state_dict().items()}
-    if a != b:
-        diff = sorted(set(a.items()) ^ set(b.items()))[:3]
-        raise VisfeatError(
-            f"the base model {base.name} has another architecture than {model.name} (differs at {diff}); "
-            "give as base the same model before the change (same architecture, other weights)"
-        )
-
-
 def scan(
     model: Model | str,
     images: torch.Tensor,
@@ -262,7 +251,7 @@ def scan(
     target, pair = model, base is not None
     if base is not None:
         base = load_model(base)
-        check_base(model, base)
+        check_same_architecture(model, base)
         base.to(model.device)
         target = Model(LogitPair(model, base), InputSpec(size=model.spec.size), name=f"{model.name}-vs-{base.name}")
     n_fit = x.shape[0] - x.shape[0] // 2

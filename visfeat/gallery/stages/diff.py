@@ -102,6 +102,11 @@ def base_recipe(spec) -> dict:
     return {"name": b.name, "weights": b.weights, "stamp": stamp, "pretrained": b.pretrained}
 
 
+def shown_name(name: str, weights: str | None) -> str:
+    """A model as pages name it: its name, and its weights file when one was given."""
+    return name + (f" ({Path(weights).name})" if weights else "")
+
+
 def load_base(ctx):
     """The spec's base model on the gallery model's device, loaded once per process."""
     from ...models import load_model
@@ -203,7 +208,7 @@ class DiffStage(Stage):
             files[what] = site.writer.bytes(lay.unit_asset(section.name, unit.slug, f"_{what}.png"), data)
         u = rec.units[unit.slug]
         base = site.plan.spec.base
-        base_name = base.name + (f" ({Path(base.weights).name})" if base.weights else "")
+        base_name = shown_name(base.name, base.weights)
         captions = {"changed": "changed model", "base": "base model", "diff": "changed − base"}
         return DiffView(
             u["activation_change"],
@@ -250,9 +255,8 @@ class DiffStage(Stage):
             )
         base = site.plan.spec.base
         images = site.record(jobs[0]).images
-        base_name = base.name + (f" ({Path(base.weights).name})" if base.weights else "")
-        changed = site.plan.model_name + (f" ({Path(site.plan.spec.weights).name})" if site.plan.spec.weights else "")
-        return ChangedView(base_name, changed, images, tuple(sections), full)
+        changed = shown_name(site.plan.model_name, site.plan.spec.weights)
+        return ChangedView(shown_name(base.name, base.weights), changed, images, tuple(sections), full)
 
     def section_view(self, site, section) -> ChangedView | None:
         view = self._summary(site, site.layout.section_page(section.name), site.layout.page(KIND, "changed-most"))
