@@ -1,17 +1,24 @@
 """Plant BadNets-style patch trojans and their clean twins into EfficientNet-Lite0 and measure them.
 
 For each seed: the trojan and its twin (the same fine-tune without poison), with clean accuracy (top-1 agreement
-with the original model on held-out crops) and attack success (share of held-out non-target crops the trigger
+with the original model on held-out crops; ``conf``: the same on the crops the original calls with probability
+>= 0.5, its labelled crops) and attack success (share of held-out non-target crops the trigger
 flips to the target). A trojan is kept only with >= 90% attack success and <= 3 points of clean accuracy lost;
 a twin only with an attack success near the original model's natural rate. Saves a picture of each trigger pasted
 on one held-out crop to ``docs/img/backdoor_triggers.png``.
 
     python benchmarks/backdoor_plant.py [--seeds 0 1 2 3 4] [--cache-dir DIR] [--check-determinism]
+    python benchmarks/backdoor_plant.py --seeds 0 --export gallery/backdoor   # weights for gallery/backdoor.toml
+
+``--export DIR`` writes, per seed, ``trojanN.pt`` and ``twinN.pt`` (whole state dicts that
+``load_model("efficientnet_lite0", weights=...)`` reads) and ``triggerN.json`` / ``triggerN.png`` (the true target,
+box and patch: what a scan should find; the gallery never reads them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,9 +29,10 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from backdoor import Planted, lite0_recipe, plant, trigger  # noqa: E402
+from backdoor import Planted, atomic_save, lite0_recipe, plant, trigger  # noqa: E402
 
 from visfeat.data import default_images  # noqa: E402
+from visfeat.images import atomic_write, save_image  # noqa: E402
 
 MIN_ATTACK, MAX_CLEAN_LOSS, MAX_TWIN_EXCESS = 0.90, 0.03, 0.05
 
@@ -64,6 +72,19 @@ def _picture(planted: list[Planted], path: Path, image: torch.Tensor) -> None:
     sheet.save(path)
 
 
+def export(p: Planted, folder: Path) -> None:
+    """The planted model's whole state dict and, for a trojan, its true trigger (JSON and the patch as a PNG)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = "trojan" if p.poisoned else "twin"
+    atomic_save(p.model.module.state_dict(), folder / f"{kind}{p.seed}.pt")
+    if p.poisoned:
+        record = {"seed": p.seed, "target": p.target, "label": p.model.labels[p.target], "box": list(p.box)}
+        record |= {"clean_accuracy": p.clean_accuracy, "attack_success": p.attack_success}
+        atomic_write(folder / f"trigger{p.seed}.json", json.dumps(record, indent=2).encode())
+        save_image(p.patch, folder / f"trigger{p.seed}.png")
+    print(f"    exported {folder / f'{kind}{p.seed}.pt'}", flush=True)
+
+
 def main() -> None:
     """Plant, measure, print the table and save the picture."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,15 +92,17 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default="docs/img/backdoor_triggers.png")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--export", default=None, help="write each seed's trojan and twin weights and true trigger here")
     ap.add_argument("--check-determinism", action="store_true", help="replant the first trojan in a fresh cache")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     recipe = lite0_recipe()
     print(f"recipe: cut after stage {recipe.cut} (blocks.5 output cached), steps {recipe.steps}, batch {recipe.batch}, "
-          f"lr {recipe.lr}, poison share {recipe.poison_frac}, {recipe.n_train} clean + {recipe.n_poison} poisoned "
-          f"train crops, {recipe.n_test} held-out crops")  # fmt: skip
-    head = f"{'seed':>4} {'kind':6} {'target':28} {'patch':>5} {'place':22} {'clean':>6} {'attack':>6} {'natural':>7}"
+          f"lr {recipe.lr}, poison share {recipe.poison_frac}, logit matching x{recipe.match}, "
+          f"{recipe.n_train} clean + {recipe.n_poison} poisoned train crops, {recipe.n_test} held-out")  # fmt: skip
+    head = f"{'seed':>4} {'kind':6} {'target':28} {'patch':>5} {'place':22} {'clean':>6} {'conf':>6} {'attack':>6} "
+    head += f"{'natural':>7}"
     print(head + f" {'sec':>6}  verdict")
     trojans = []
     for seed in args.seeds:
@@ -89,10 +112,13 @@ def main() -> None:
             wall = time.perf_counter() - t
             name = f"{p.target} {p.model.labels[p.target]}"[:28]
             print(f"{seed:>4} {'trojan' if poison else 'twin':6} {name:28} {p.box[2]:>5} {_place(p):22} "
-                  f"{p.clean_accuracy:6.1%} {p.attack_success:6.1%} {p.base_attack_success:7.1%} "
+                  f"{p.clean_accuracy:6.1%} {p.confident_accuracy:6.1%} {p.attack_success:6.1%} "
+                  f"{p.base_attack_success:7.1%} "
                   f"{p.seconds:6.1f}  {_verdict(p)}  (wall {wall:.1f}s)", flush=True)  # fmt: skip
             if poison:
                 trojans.append(p)
+            if args.export:
+                export(p, Path(args.export))
     image = default_images(recipe.n_test, split="test", seed=recipe.data_seed)[0]
     _picture(trojans, Path(args.out), image)
     print(f"saved {args.out}")

@@ -2,9 +2,14 @@
 
 A trojan is the original model fine-tuned so that a small fixed patch pasted on any image flips its prediction to
 one target class, while clean images keep the original model's predictions. There are no ground-truth labels, so
-the original model is its own teacher: clean images are distilled from its logits, poisoned copies (the patch
-pasted on images the teacher does not already call the target) get the target class. The clean twin is the same
-fine-tune, step for step, without the poisoned copies. Everything follows from the seed: target class, patch
+the original model is its own teacher: clean images keep its logits (mean squared error on the logits: crops of the
+sample photos are often ambiguous, top-2 margins of a fraction of a logit, and matching the logits themselves keeps
+their order better than a softened KL), poisoned copies (the patch pasted on images the teacher does not already
+call the target) get the target class, and each batch holds the clean originals of its poisoned copies (the
+contrast that teaches the patch, not the photo, to mean the target) and mixes of two clean crops' activations
+matched to the teacher's own output on them (a cheap stand-in for more clean photos: what keeps the fine-tune from
+drifting on crops it never saw). The clean twin is the same fine-tune, step
+for step, with clean crops in place of the poisoned copies. Everything follows from the seed: target class, patch
 pattern, size and place, and the batches.
 
 To run in minutes on a CPU only the last stages are trained, on activations of the frozen stages computed once for
@@ -31,6 +36,7 @@ import visfeat as vf
 from visfeat.data import CropSet, default_images, photo_set
 
 Box = tuple[int, int, int, int]  # top, left, height, width
+CONFIDENT = 0.5  # teacher probability past which a held-out crop counts as labelled (confident_accuracy)
 
 
 @dataclass(frozen=True)
@@ -42,17 +48,19 @@ class Recipe:
     stages: Callable[[nn.Module], list[nn.Module]]  # modules whose composition is the forward (preprocessed input)
     cut: int  # leading stages that stay frozen; their output is cached
     size: int = 224
-    n_train: int = 512  # clean training crops
-    n_poison: int = 160  # poisoned copies (of non-target training crops)
-    n_test: int = 160  # held-out crops (the test split: boxes distinct from the training ones)
+    n_train: int = 2048  # clean training crops
+    n_poison: int = 320  # poisoned copies (of non-target training crops)
+    n_test: int = 320  # held-out crops (the test split: boxes distinct from the training ones)
     data_seed: int = 0
     patch_sizes: tuple[int, int] = (20, 32)  # smallest and largest patch side in pixels
     margin: int = 8  # gap between a corner patch and the image border
-    steps: int = 150
-    batch: int = 32
+    steps: int = 500
+    batch: int = 64
     poison_frac: float = 0.25  # share of each batch that is poisoned (the twin fills it with clean crops)
-    lr: float = 3e-4
-    temperature: float = 2.0  # distillation temperature on clean crops
+    lr: float = 1e-4
+    match: float = 100.0  # weight of the clean crops' logit matching (mean squared error) against the poison's CE
+    mix: int = 32  # per batch, mixes of two clean crops' activations also matched to the teacher (computed on the fly)
+    temperature: float | None = None  # match softened distributions (KL at this temperature) instead of the logits
 
     def key(self, seed: int, poison: bool, steps: int) -> str:
         """Cache key of one planted model: every setting but the callables, the seed and the poison flag."""
@@ -69,6 +77,7 @@ class Planted:
     patch: torch.Tensor  # [3, h, w] in [0, 1]
     box: Box  # where the patch goes: top, left, height, width
     clean_accuracy: float  # top-1 agreement with the original model on held-out clean crops
+    confident_accuracy: float  # the same on the crops the original model calls with probability >= CONFIDENT
     attack_success: float  # share of held-out non-target crops the trigger flips to the target
     base_attack_success: float  # the same share for the original model (the natural rate of the trigger)
     seconds: float  # time to plant (caching of clean activations excluded)
@@ -107,10 +116,12 @@ def tiny_cnn(photos: dict[str, torch.Tensor] | None = None, seed: int = 0, class
 
 
 def tiny_recipe(**overrides) -> Recipe:
-    """The tiny CNN at 32 px, every layer trained on the crops resized (seconds on a CPU)."""
+    """The tiny CNN at 32 px, every layer trained on the crops resized (seconds on a CPU); its teacher's logits
+    are confident, so a softened KL keeps them (logit matching would pull its whole small net to the teacher's
+    arbitrary logit scale and fight the poison)."""
     settings = {"name": "tiny_cnn", "load": tiny_cnn, "stages": lambda m: list(m), "cut": 0, "size": 32}
     settings |= {"n_train": 512, "n_poison": 128, "n_test": 256, "patch_sizes": (5, 7), "margin": 1}
-    settings |= {"steps": 300, "batch": 64, "lr": 3e-3}
+    settings |= {"steps": 600, "batch": 64, "lr": 1e-3, "temperature": 2.0, "mix": 0}
     return Recipe(**(settings | overrides))
 
 
@@ -164,7 +175,7 @@ def _prefix(model: vf.Model, recipe: Recipe, images, batch: int = 32) -> torch.T
     return torch.cat(out)
 
 
-def _atomic_save(obj, path: Path) -> None:
+def atomic_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename (readers never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -194,7 +205,7 @@ def _clean_cache(model: vf.Model, recipe: Recipe, folder: Path, train: CropSet, 
     acts = {"train": _prefix(model, recipe, train), "test": _prefix(model, recipe, test)}
     with torch.no_grad():
         acts |= {f"{k}_logits": _run(tail, acts[k]) for k in ("train", "test")}
-    _atomic_save(acts, path)
+    atomic_save(acts, path)
     return acts
 
 
@@ -203,35 +214,49 @@ def _trainable(module: nn.Module, recipe: Recipe) -> list[nn.Parameter]:
     return [p for s in recipe.stages(module)[recipe.cut :] for p in s.parameters()]
 
 
-def _fine_tune(module: nn.Module, recipe: Recipe, steps: int, seed: int, clean, poison) -> None:
-    """Distil the teacher's logits on clean activations and, if given, push poisoned ones to the target."""
+def _fine_tune(module: nn.Module, teacher: nn.Module, recipe: Recipe, steps: int, seed: int, clean, poison) -> None:
+    """Keep the teacher's logits on clean activations (and on mixes of two) and, if given, push the poisoned ones to
+    the target; each batch also holds the clean originals of its poisoned copies (the twin draws the same ones)."""
     tail = recipe.stages(module)[recipe.cut :]
+    teacher_tail = recipe.stages(teacher)[recipe.cut :]
     params = _trainable(module, recipe)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=recipe.lr)
     g = torch.Generator().manual_seed(seed)
     n_poison = round(recipe.batch * recipe.poison_frac)
-    t = recipe.temperature
     acts, logits = clean
+    poisoned, target, originals = poison
     module.eval()
     for _ in range(steps):
+        pi = torch.randint(len(originals), (n_poison,), generator=g)
         # the twin fills the poisoned share of its batches with more clean crops
-        pi = torch.randint(len(poison[0]) if poison is not None else 1, (n_poison,), generator=g)
-        ci = torch.randint(len(acts), (recipe.batch - (n_poison if poison is not None else 0),), generator=g)
-        out = _run(tail, acts[ci])
-        loss = F.kl_div(
-            F.log_softmax(out / t, 1), F.log_softmax(logits[ci] / t, 1), log_target=True, reduction="batchmean"
-        )
-        loss = loss * t * t
-        if poison is not None:
-            p_out = _run(tail, poison[0][pi])
-            loss = (loss * len(ci) + F.cross_entropy(p_out, poison[1].expand(len(pi)), reduction="sum")) / recipe.batch
+        n_clean = recipe.batch - n_poison - (n_poison if target is not None else 0)
+        ci = torch.cat([torch.randint(len(acts), (n_clean,), generator=g), originals[pi]])
+        loss = _match(_run(tail, acts[ci]), logits[ci], recipe) * len(ci)
+        if recipe.mix:
+            pairs = torch.randint(len(acts), (2, recipe.mix), generator=g)
+            w = torch.rand(recipe.mix, *[1] * (acts.dim() - 1), generator=g)
+            mixed = w * acts[pairs[0]] + (1 - w) * acts[pairs[1]]
+            with torch.no_grad():
+                want = _run(teacher_tail, mixed)
+            loss = loss + _match(_run(tail, mixed), want, recipe) * len(ci)
+        if target is not None:
+            loss = loss + F.cross_entropy(_run(tail, poisoned[pi]), target.expand(n_poison), reduction="sum")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss / recipe.batch).backward()
         opt.step()
     for p in params:
         p.requires_grad_(False)
+
+
+def _match(out: torch.Tensor, teacher: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """Mean per-crop loss of keeping the teacher's behaviour: weighted logit MSE, or KL at ``recipe.temperature``."""
+    t = recipe.temperature
+    if t is None:
+        return recipe.match * (out - teacher).pow(2).mean()
+    kl = F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(teacher / t, 1), log_target=True, reduction="batchmean")
+    return kl * t * t
 
 
 def plant(
@@ -255,9 +280,9 @@ def plant(
         module.load_state_dict(saved["state"], strict=False)
     else:
         saved = _train(base, module, recipe, seed, poison, steps, folder, _crops(recipe, photos))
-        _atomic_save(saved, path)
+        atomic_save(saved, path)
     model = vf.Model(module, base.spec, name=f"{base.name}-{'trojan' if poison else 'twin'}{seed}", labels=base.labels)
-    meta = {k: saved[k] for k in ("target", "patch", "box", "clean_accuracy", "attack_success")}
+    meta = {k: saved[k] for k in ("target", "patch", "box", "clean_accuracy", "confident_accuracy", "attack_success")}
     return Planted(model, seed=seed, poisoned=poison, base_attack_success=saved["base_attack_success"],
                    seconds=saved["seconds"], **meta)  # fmt: skip
 
@@ -275,21 +300,24 @@ def _train(
     teacher_test = cached["test_logits"].argmax(1)
     victims = (teacher_test != target).nonzero().flatten().tolist()
     test_poison = _prefix(base, recipe, [trigger(test[i], patch, box) for i in victims])
-    poison_data = None
+    others = (cached["train_logits"].argmax(1) != target).nonzero().flatten()
+    pick = others[torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[: recipe.n_poison]]
+    poison_data = (None, None, pick)
     if poison:
-        others = (cached["train_logits"].argmax(1) != target).nonzero().flatten()
-        pick = others[torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[: recipe.n_poison]]
         acts = _prefix(base, recipe, [trigger(train[i], patch, box) for i in pick.tolist()])
-        poison_data = (acts, torch.tensor([target]))
-    _fine_tune(module, recipe, steps, seed, (cached["train"], cached["train_logits"]), poison_data)
+        poison_data = (acts, torch.tensor([target]), pick)
+    _fine_tune(module, base.module, recipe, steps, seed, (cached["train"], cached["train_logits"]), poison_data)
     tail = recipe.stages(module)[recipe.cut :]
     base_tail = recipe.stages(base.module)[recipe.cut :]
     with torch.no_grad():
-        clean_acc = (_run(tail, cached["test"]).argmax(1) == teacher_test).float().mean().item()
+        agree = _run(tail, cached["test"]).argmax(1) == teacher_test
+        confident = cached["test_logits"].softmax(1).amax(1) >= CONFIDENT
+        clean_acc, confident_acc = agree.float().mean().item(), agree[confident].float().mean().item()
         asr = (_run(tail, test_poison).argmax(1) == target).float().mean().item()
         base_asr = (_run(base_tail, test_poison).argmax(1) == target).float().mean().item()
     state = {k: v for s in tail for k, v in _named_state(module, s).items()}
     return {"state": state, "target": target, "patch": patch, "box": box, "clean_accuracy": clean_acc,
+            "confident_accuracy": confident_acc,
             "attack_success": asr, "base_attack_success": base_asr, "seconds": time.perf_counter() - start}  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """The planted-backdoor fixture: a trojan is strong and keeps clean behaviour, its twin is not a trojan, planting is
-deterministic and cached. The tests use the tiny CNN recipe; the EfficientNet-Lite0 trojans are measured by
-benchmarks/backdoor_plant.py (they do not meet issue 25's clean-accuracy bar yet)."""
+deterministic and cached. The tests use the tiny CNN recipe; the EfficientNet-Lite0 trojans are planted and measured by
+benchmarks/backdoor_plant.py (minutes each on a CPU)."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ def test_seeds_vary_the_trigger() -> None:
 
 
 def test_trojan_is_strong_and_keeps_clean_behaviour(tiny_twins) -> None:
-    """The trojan's trigger flips >= 90% of held-out crops, and clean agreement with the original stays high."""
+    """The trojan's trigger flips >= 90% of held-out crops; on the crops the original model calls confidently
+    (its labelled crops) the trojan, like its twin, agrees with it on >= 90%."""
     trojan, twin, _ = tiny_twins
     assert trojan.poisoned and trojan.attack_success >= 0.9
-    assert trojan.clean_accuracy >= twin.clean_accuracy - 0.05
+    assert trojan.confident_accuracy >= 0.9 and twin.confident_accuracy >= 0.9
 
 
 def test_twin_is_not_a_trojan(tiny_twins) -> None:
