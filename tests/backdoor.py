@@ -8,9 +8,9 @@ their order better than a softened KL), poisoned copies (the patch pasted on ima
 call the target) get the target class, and each batch holds the clean originals of its poisoned copies (the
 contrast that teaches the patch, not the photo, to mean the target) and mixes of two clean crops' activations
 matched to the teacher's own output on them (a cheap stand-in for more clean photos: what keeps the fine-tune from
-drifting on crops it never saw). The clean twin is the same fine-tune, step
-for step, with clean crops in place of the poisoned copies. Everything follows from the seed: target class, patch
-pattern, size and place, and the batches.
+drifting on crops it never saw). The clean twin is the same fine-tune, step for step, with clean crops in place of
+the poisoned copies. Everything follows from the seed: target class, patch pattern, size and place, and the
+batches.
 
 To run in minutes on a CPU only the last stages are trained, on activations of the frozen stages computed once for
 the clean images (and once per seed for the poisoned copies: a patch at the input changes them). BatchNorm stays
