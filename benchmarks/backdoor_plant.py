@@ -8,7 +8,7 @@ a twin only with an attack success near the original model's natural rate. Saves
 on one held-out crop to ``docs/img/backdoor_triggers.png``.
 
     python benchmarks/backdoor_plant.py [--seeds 0 1 2 3 4] [--cache-dir DIR] [--check-determinism]
-    python benchmarks/backdoor_plant.py --seeds 0 --export gallery/backdoor   # weights for gallery/backdoor.toml
+    python benchmarks/backdoor_plant.py --seeds 0 1 2 3 4 --export out/backdoor   # weights and true triggers
 
 ``--export DIR`` writes, per seed, ``trojanN.pt`` and ``twinN.pt`` (whole state dicts that
 ``load_model("efficientnet_lite0", weights=...)`` reads) and ``triggerN.json`` / ``triggerN.png`` (the true target,

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
-import tempfile
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -34,6 +33,7 @@ from torch import nn
 
 import visfeat as vf
 from visfeat.data import CropSet, default_images, photo_set
+from visfeat.images import atomic_write
 
 Box = tuple[int, int, int, int]  # top, left, height, width
 CONFIDENT = 0.5  # teacher probability past which a held-out crop counts as labelled (confident_accuracy)
@@ -176,16 +176,11 @@ def _prefix(model: vf.Model, recipe: Recipe, images, batch: int = 32) -> torch.T
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename (readers never see a partial file)."""
+    """torch.save through the project's one atomic writer (readers never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def _crops(recipe: Recipe, photos: dict[str, torch.Tensor]) -> tuple[CropSet, CropSet]:
@@ -240,7 +235,7 @@ def _fine_tune(module: nn.Module, teacher: nn.Module, recipe: Recipe, steps: int
             mixed = w * acts[pairs[0]] + (1 - w) * acts[pairs[1]]
             with torch.no_grad():
                 want = _run(teacher_tail, mixed)
-            loss = loss + _match(_run(tail, mixed), want, recipe) * len(ci)
+            loss = loss + _match(_run(tail, mixed), want, recipe) * len(ci)  # weighted as the clean crops are
         if target is not None:
             loss = loss + F.cross_entropy(_run(tail, poisoned[pi]), target.expand(n_poison), reduction="sum")
         opt.zero_grad(set_to_none=True)

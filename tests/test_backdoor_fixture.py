@@ -74,7 +74,7 @@ def test_cache_is_reused_and_planting_is_deterministic(tiny_twins, tmp_path: Pat
     """A second plant loads the cached weights; planting from scratch elsewhere gives identical weights."""
     trojan, _, folder = tiny_twins
     files = sorted(folder.glob("tiny_cnn-seed0-trojan-*.pt"))
-    assert len(files) == 1 and not list(folder.glob("*.tmp"))
+    assert len(files) == 1 and not list(folder.glob(".*"))  # no temporary file left
     stamp = files[0].stat().st_mtime_ns
     again = plant(0, recipe=tiny_recipe(), cache_dir=folder)
     assert files[0].stat().st_mtime_ns == stamp and again.seconds == trojan.seconds
