@@ -16,7 +16,11 @@ trojan and, as a control, on the original model. A rendered picture has no regio
 what is measured is whether the planted patch appears anywhere in it: the best normalized cross-correlation of the
 patch (at its planted size) over the picture, trojan against original. The pictures are written to ``--out``.
 
-    python benchmarks/backdoor.py [--seeds 0 1] [--classes 5] [--quick] [--out DIR] [--cache-dir DIR]
+Budget: every scan fits its triggers on 24 crops (8 per step, cycling) and measures them on 24 held-out crops, 100
+steps and one round per class: the library's defaults (200 steps, up to 3 rounds) cost 2-6 times more per class on
+a CPU.
+
+    python benchmarks/backdoor.py --seeds 0 1 4 5 6 [--classes 4] [--steps 100] [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -104,13 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--classes", type=int, default=None, help="classes scanned (first-pass candidates)")
+    ap.add_argument("--steps", type=int, default=None, help="scan steps per round (default 100; --quick 60)")
+    ap.add_argument("--rounds", type=int, default=1, help="scan rounds (lam / 3 each) for a class that fails")
+    ap.add_argument("--photos", type=int, default=None, help="clean crops, half held out (default 48; --quick 16)")
     ap.add_argument("--quick", action="store_true", help="fewer photos, steps and classes; draft feature vis")
     ap.add_argument("--out", default="out/backdoor_bench", help="pictures and scan folders")
     ap.add_argument("--cache-dir", default=None, help="planted models' cache (default ~/.cache/...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    n_photos, steps, rounds = (16, 60, 1) if args.quick else (32, 200, 3)
-    classes = args.classes or (3 if args.quick else 10)
+    n_photos, steps = (16, 60) if args.quick else (48, 100)
+    n_photos, steps, rounds = args.photos or n_photos, args.steps or steps, args.rounds
+    classes = args.classes or (3 if args.quick else 4)
     preset = "draft" if args.quick else "default"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

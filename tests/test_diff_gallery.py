@@ -90,6 +90,36 @@ def test_pages_show_what_changed(diff_site: Path, page) -> None:  # noqa: F811
     assert page.locator("table.scan tr").count() == 1 + 3
 
 
+def test_screenshots_of_the_diff_pages(diff_site: Path, page, tmp_path: Path) -> None:  # noqa: F811
+    """Full-page PNGs of the index, the suspected-backdoors page, the changed-most page and the changed class's page,
+    after the usual page checks. By default of the small site; the docs' pictures come from gallery/backdoor.toml:
+    ``VISFEAT_SITE=site-backdoor VISFEAT_SCREENSHOTS=docs/img pytest tests/test_diff_gallery.py -k screenshots``
+    (its class page is 986, the planted target)."""
+    import os
+
+    from PIL import Image
+
+    built = os.environ.get("VISFEAT_SITE")
+    root = Path(built) if built else diff_site
+    shots = Path(os.environ.get("VISFEAT_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    model, cls = ("efficientnet_lite0", 986) if built else (MODEL, 2)
+    pages = {
+        "diff_index.png": "index.html",
+        "diff_suspects.png": f"{model}/scan/suspected-backdoors.html",
+        "diff_changed_most.png": f"{model}/diff/changed-most.html",
+        "diff_class.png": f"{model}/logits/{cls}.html",
+    }
+    for name, rel in pages.items():
+        assert (root / rel).is_file(), f"{root / rel} does not exist: is VISFEAT_SITE a built diff gallery?"
+        page.goto(url(root, rel))
+        check_page(page)
+        page.evaluate("scrollTo(0, 0)")
+        page.screenshot(path=str(shots / name), full_page=True)
+        with Image.open(shots / name) as im:
+            assert im.width == 1400 and im.height >= 450
+
+
 @pytest.mark.parametrize(
     "edit, expected",
     [

@@ -234,6 +234,19 @@ def test_shipped_specs_validate_against_their_models(name):
         assert [j.task.unit for j in plan.by_stage("circuits")] == ["logit:sports_car"]
 
 
+def test_backdoor_spec_names_weights_beside_it_and_a_one_round_scan():
+    """gallery/backdoor.toml (its weights are planted by a benchmark, so only the spec is checked here): a diff
+    gallery of the trojan against its twin, both files beside the spec, and the scan's budget as documented."""
+    from visfeat.gallery import load_spec
+
+    folder = Path(__file__).parents[1] / "gallery"
+    spec = load_spec(folder / "backdoor.toml")
+    assert Path(spec.weights) == folder / "backdoor" / "trojan0.pt"
+    assert spec.base is not None and Path(spec.base.weights) == folder / "backdoor" / "twin0.pt"
+    assert spec.scan is not None and (spec.scan.rounds, spec.scan.steps, spec.scan.classes) == (1, 100, 5)
+    assert [layer.name for layer in spec.layers] == ["bn2", "logits"]
+
+
 def test_the_command_on_a_unit_page_re_renders_its_picture_exactly(built, tmp_path):
     import shlex
 

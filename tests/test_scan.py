@@ -162,6 +162,26 @@ def test_recover_inverts_the_paste():
         assert torch.allclose(trigger, module.masks() * module.patterns(), atol=1e-4)
 
 
+def test_trigger_cycles_through_the_photos():
+    """With per_step < N each optimization call pastes the next photos of one shuffled cycle (all N in N / per_step
+    calls), the final (no-grad) call the first per_step; the penalty has one entry per pasted photo."""
+    x = torch.rand(6, 3, 8, 8)
+    module = vf.param.Trigger(x, classes=2, lam=1.0, per_step=2).build(4, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        module.mask_logits.fill_(-30.0)  # an empty mask: the pasted photos are the clean ones
+    seen = []
+    for _ in range(3):
+        batch = module().detach()
+        assert batch.shape == (4, 3, 8, 8) and torch.equal(batch[:2], batch[2:])  # both triggers, same photos
+        seen += [int((x - im).abs().flatten(1).sum(1).argmin()) for im in batch[:2]]
+    assert sorted(seen) == list(range(6))
+    with torch.no_grad():
+        assert torch.allclose(module()[:2], x[:2], atol=1e-6)
+    assert module.penalty().shape == (4,)
+    with pytest.raises(VisfeatError, match="per_step"):
+        vf.param.Trigger(x, per_step=7)
+
+
 def test_render_subtracts_the_parameterization_penalty():
     """With a zero objective the mask only shrinks under lam > 0 and stays put at lam = 0."""
     model = _cli_model()

@@ -201,18 +201,19 @@ def pair_model(changed: Model, base: Model) -> Model:
     return Model(Pair(changed, base), spec, name=f"{changed.name}-vs-{base.name}", labels=changed.labels)
 
 
+def side_layer(model: Model, layer: str, which: str) -> str:
+    """The name, in ``model``'s :func:`pair_model`, of ``layer`` (``"logits"`` for the classes) on one side."""
+    if which not in ("changed", "base"):
+        raise VisfeatError(f"side {which!r}? choose changed or base")
+    if layer == LOGITS:
+        return f"{which}.{model.logits_layer}" if model.logits_layer else which
+    return f"{which}.{layer}"
+
+
 def side(objective: Objective, model: Model, which: str) -> Objective:
     """``objective`` (written for ``model``) read on one side of its :func:`pair_model`: ``"changed"`` or
     ``"base"``. ``side(o, m, "changed") - side(o, m, "base")`` is the diff visualization's objective."""
-    if which not in ("changed", "base"):
-        raise VisfeatError(f"side {which!r}? choose changed or base")
-
-    def name(layer: str) -> str:
-        if layer == LOGITS:
-            return f"{which}.{model.logits_layer}" if model.logits_layer else which
-        return f"{which}.{layer}"
-
-    names = {layer: name(layer) for layer in objective.layers}
+    names = {layer: side_layer(model, layer, which) for layer in objective.layers}
     return Objective(
         lambda acts: objective({layer: acts[n] for layer, n in names.items()}),
         frozenset(names.values()),
@@ -220,4 +221,13 @@ def side(objective: Objective, model: Model, which: str) -> Objective:
     )
 
 
-__all__ = ["LayerDiff", "Pair", "pair_model", "side", "check_same_architecture", "diff_layers", "weight_change"]
+__all__ = [
+    "LayerDiff",
+    "Pair",
+    "pair_model",
+    "side",
+    "side_layer",
+    "check_same_architecture",
+    "diff_layers",
+    "weight_change",
+]

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from . import param as params
-from .diff import check_same_architecture
+from .diff import pair_model, side_layer
 from .errors import VisfeatError
 from .hooks import LOGITS
 from .images import atomic_write, save_image
-from .models import InputSpec, Model, load_model
+from .models import Model, load_model
 from .objectives import Objective
 from .render import render
 
@@ -42,6 +41,7 @@ SUCCESS = 0.75  # share of the optimized photos that must flip for a round to co
 FLAG = 2.0  # anomaly index above which a small mask is flagged (Neural Cleanse)
 MIN_FLAG_SUCCESS = 0.5  # a flagged class's trigger must flip at least this share of the held-out photos
 MAD_FLOOR = 0.05  # the MAD of the log sizes is at least this (5%): equal masks do not make noise an anomaly
+PER_STEP = 8  # fit photos pasted per step, cycling through all of them (visfeat.param.trigger)
 TOP = 3  # classes whose files are written besides the flagged ones
 EXAMPLES = 4  # pasted held-out photos written per suspected class
 
@@ -129,51 +129,54 @@ def _ranked(rows: Sequence[ClassScan]) -> list[ClassScan]:
     return sorted(rows, key=lambda c: (-c.anomaly if c.mask_size < med else c.anomaly, c.index))
 
 
-class LogitPair(nn.Module):
-    """Two models of one architecture on the same [0, 1] images: ``[changed logits | base logits]`` [B, 2C].
+@dataclass(frozen=True)
+class Target:
+    """What the scan optimizes through: a model, or with a base the two side by side (:func:`visfeat.diff.pair_model`),
+    and the layers that hold the class logits (one, or the changed side's and the base side's)."""
 
-    Each model applies its own preprocessing, so the pair takes [0, 1] images (an identity :class:`InputSpec`).
-    The two are kept side by side rather than subtracted: the objective needs each model's own probabilities."""
+    model: Model
+    logits: tuple[str, ...] = (LOGITS,)
 
-    def __init__(self, changed: Model, base: Model):
-        super().__init__()
-        self.changed, self.base = changed, base
-        self.modules_ = nn.ModuleList([changed.module, base.module])  # .to() and parameters() reach both
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([_logits(self.changed, images), _logits(self.base, images)], 1)
+    @property
+    def pair(self) -> bool:
+        return len(self.logits) == 2
 
 
-def _logits(model: Model, images: torch.Tensor) -> torch.Tensor:
-    """A model's class logits for [0, 1] images (its ``logits_layer`` when it names one)."""
-    if model.logits_layer:
-        return model.activations(images, [LOGITS])[LOGITS]
-    return model(images)
+def _target(model: Model, base: Model | None) -> Target:
+    if base is None:
+        return Target(model)
+    base.to(model.device)
+    sides = tuple(side_layer(model, LOGITS, which) for which in ("changed", "base"))
+    return Target(pair_model(model, base), sides)
 
 
-def _objective(targets: torch.Tensor, pair: bool) -> Objective:
-    """Per pasted image ``log p(target)``; for a pair, plus ``log(1 - p_base(target))``."""
+def _objective(targets: torch.Tensor, target: Target) -> Objective:
+    """Per pasted image ``log p(target)``; for a pair, plus ``log(1 - p_base(target))``. The two models' logits are
+    kept apart rather than subtracted: the objective needs each model's own probabilities."""
 
     def fn(acts: dict) -> torch.Tensor:
-        z = acts[LOGITS].float()
+        z = acts[target.logits[0]].float()
         t = targets.to(z.device)[:, None]
         cap = math.log(CONFIDENT)  # no reward past it: the mask penalty then shrinks the mask to the edge
-        if not pair:
-            return z.log_softmax(1).gather(1, t)[:, 0].clamp(max=cap)
-        changed, base = z.chunk(2, 1)
+        gain = z.log_softmax(1).gather(1, t)[:, 0].clamp(max=cap)
+        if not target.pair:
+            return gain
+        base = acts[target.logits[1]].float()
         hit = torch.zeros_like(base, dtype=torch.bool).scatter_(1, t, True)
         not_base = base.masked_fill(hit, -math.inf).logsumexp(1) - base.logsumexp(1)
-        return changed.log_softmax(1).gather(1, t)[:, 0].clamp(max=cap) + not_base.clamp(max=cap)
+        return gain + not_base.clamp(max=cap)
 
-    return Objective(fn, frozenset([LOGITS]), "trigger")
+    return Objective(fn, frozenset(target.logits), "trigger")
 
 
 @torch.no_grad()
-def _predict(model: Model, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Logits [N, C] (a pair: both models' side by side) in batches."""
-    return torch.cat(
-        [model(images[i : i + batch].to(model.device)).float().cpu() for i in range(0, len(images), batch)]
-    )
+def _predict(target: Target, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Logits [N, C] (a pair: [N, 2C], the changed model's then the base's) in batches."""
+    model, out = target.model, []
+    for i in range(0, len(images), batch):
+        acts = model.activations(images[i : i + batch].to(model.device), list(target.logits))
+        out.append(torch.cat([acts[name].float().cpu() for name in target.logits], 1))
+    return torch.cat(out)
 
 
 def _hits(logits: torch.Tensor, target: int, pair: bool) -> torch.Tensor:
@@ -201,12 +204,12 @@ def _paste(mask: torch.Tensor, trigger: torch.Tensor, images: torch.Tensor) -> t
     return (1 - mask) * images + trigger
 
 
-def _rate(model: Model, hits_of, mask: torch.Tensor, trigger: torch.Tensor, images: torch.Tensor, cls: int) -> float:
+def _rate(target: Target, hits_of, mask: torch.Tensor, trigger: torch.Tensor, images: torch.Tensor, cls: int) -> float:
     """Share of ``images`` not already ``cls`` that the pasted trigger flips to ``cls``."""
-    keep = ~hits_of(_predict(model, images), cls)
+    keep = ~hits_of(_predict(target, images), cls)
     if not bool(keep.any()):
         return 0.0
-    return float(hits_of(_predict(model, _paste(mask, trigger, images[keep])), cls).float().mean())
+    return float(hits_of(_predict(target, _paste(mask, trigger, images[keep])), cls).float().mean())
 
 
 def _check_images(images, model: Model) -> torch.Tensor:
@@ -233,6 +236,7 @@ def scan(
     lr: float = LR,
     rounds: int = ROUNDS,
     cells: int | None = None,
+    per_step: int | None = PER_STEP,
     seed: int = 0,
     progress: bool = True,
     out: str | Path | None = None,
@@ -242,31 +246,30 @@ def scan(
 
     ``classes``: None (every class), a list of class indices, or N (the N classes a cheap first pass ranks
     highest: with ``base`` those the change raised most on the photos, else those a short shared untargeted
-    trigger reaches most). ``batch``: pasted photos per render call (classes are searched in chunks of it).
+    trigger reaches most). ``per_step``: fit photos each step pastes on, cycling through all of them (None: all at
+    once; :mod:`visfeat.param.trigger`). ``batch``: pasted photos per render call (classes are searched in chunks).
     ``out``: write ``scan.json`` and the suspected classes' pictures there.
     """
     start = time.perf_counter()
     model = load_model(model)
     x = _check_images(images, model)
-    target, pair = model, base is not None
-    if base is not None:
-        base = load_model(base)
-        check_same_architecture(model, base)
-        base.to(model.device)
-        target = Model(LogitPair(model, base), InputSpec(size=model.spec.size), name=f"{model.name}-vs-{base.name}")
+    base = load_model(base) if base is not None else None
+    target = _target(model, base)
+    pair = target.pair
     n_fit = x.shape[0] - x.shape[0] // 2
     fit, held = x[:n_fit], x[n_fit:]
     clean = _predict(target, fit)
     n_classes = clean.shape[1] // (2 if pair else 1)
     chosen = _candidates(classes, n_classes, target, fit, clean, pair, steps, lr, lam, seed)
     hits_of = lambda logits, c: _hits(logits, c, pair)  # noqa: E731
-    per_call = max(1, batch // n_fit)
+    per_step = min(per_step or n_fit, n_fit)
+    per_call = max(1, batch // per_step)
     masks, triggers, rows = [], [], []
     bar = tqdm(total=len(chosen), desc="scan", unit="class", disable=not progress)
     for first in range(0, len(chosen), per_call):
         group = chosen[first : first + per_call]
         for c, (m, t, fit_rate, used) in zip(
-            group, _search(target, group, fit, steps, lr, lam, rounds, cells, seed, hits_of), strict=True
+            group, _search(target, group, fit, steps, lr, lam, rounds, cells, per_step, seed, hits_of), strict=True
         ):
             masks.append(m)
             triggers.append(t)
@@ -285,6 +288,7 @@ def scan(
         examples[c] = _paste(masks_t[k], triggers_t[k], held[:EXAMPLES])
     settings = {"model": model.name, "base": base.name if pair else None, "steps": steps, "lr": lr, "lam": lam}
     settings |= {"rounds": rounds, "seed": seed, "fit_images": n_fit, "held_out_images": held.shape[0]}
+    settings["per_step"] = per_step
     settings["objective"] = "log p_changed(c) + log(1 - p_base(c))" if pair else "log p(c)"
     settings["flag"] = {"anomaly": FLAG, "of": "log mask size", "min_success": MIN_FLAG_SUCCESS, "mad_floor": MAD_FLOOR}
     seconds = time.perf_counter() - start
@@ -292,22 +296,20 @@ def scan(
     return result.save(out) if out is not None else result
 
 
-def _search(target, group, fit, steps, lr, lam, rounds, cells, seed, hits_of):
+def _search(target, group, fit, steps, lr, lam, rounds, cells, per_step, seed, hits_of):
     """Per class of ``group``: (mask, trigger, success on ``fit``, lam) from up to ``rounds`` render calls;
     a class whose trigger flips under ``SUCCESS`` of the photos is searched again with ``lam / 3``. In each round lam
     rises from 0 over the first quarter of the steps (the trigger's ``ramp``): find a trigger, then shrink it."""
     found: dict[int, tuple] = {}
     todo, weight = list(group), lam
-    n = fit.shape[0]
     for r in range(rounds):
-        targets = torch.tensor(todo).repeat_interleave(n)
-        trig = params.Trigger(fit, len(todo), weight, cells, ramp=steps // 4)
-        pasted = _render(target, _objective(targets, isinstance(target.module, LogitPair)), trig, steps, lr, seed + r)
-        mask, trigger = recover(fit, pasted)
-        logits = _predict(target, pasted)
+        targets = torch.tensor(todo).repeat_interleave(per_step)
+        trig = params.Trigger(fit, len(todo), weight, cells, ramp=steps // 4, per_step=per_step)
+        pasted = _render(target.model, _objective(targets, target), trig, steps, lr, seed + r)
+        mask, trigger = recover(fit[:per_step], pasted)
         left = []
         for k, c in enumerate(todo):
-            rate = float(hits_of(logits[k * n : (k + 1) * n], c).float().mean())
+            rate = float(hits_of(_predict(target, _paste(mask[k], trigger[k], fit)), c).float().mean())
             found[c] = (mask[k], trigger[k], rate, weight)
             if rate < SUCCESS:
                 left.append(c)
@@ -320,7 +322,7 @@ def _search(target, group, fit, steps, lr, lam, rounds, cells, seed, hits_of):
 def _render(target: Model, objective: Objective, trig: params.Trigger, steps: int, lr: float, seed: int):
     """The pasted photos after ``steps`` of render, with no random transforms: a trigger must work pasted as is."""
     fixed = {"lr_schedule": "constant", "views": 1, "settle": 0.0, "preact": False, "progress": False}
-    batch = trig.classes * trig.images.shape[0]
+    batch = trig.classes * trig.shown
     return render(
         target, objective, param=trig, transforms=_as_is, steps=steps, lr=lr, seed=seed, batch=batch, **fixed
     ).images
@@ -378,9 +380,8 @@ def _first_pass(n, target, fit, clean, pair, steps, lr, lam, seed) -> list[int]:
         hit = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, own.to(logp.device)[:, None], True)
         return logp.masked_fill(hit, -math.inf).logsumexp(1)  # log(1 - p(own class))
 
-    pasted = _render(
-        target, Objective(away, frozenset([LOGITS]), "away"), params.Trigger(fit, 1, lam), max(1, steps // 4), lr, seed
-    )
+    away_objective = Objective(away, frozenset([LOGITS]), "away")
+    pasted = _render(target.model, away_objective, params.Trigger(fit, 1, lam), max(1, steps // 4), lr, seed)
     return _predict(target, pasted).softmax(1).mean(0).argsort(descending=True)[:n].tolist()
 
 

@@ -129,6 +129,7 @@ class ScanSpec:
     steps: int = 200
     images: int = 48  # clean crops of the image set: half to fit the triggers, half held out
     seed: int = 0
+    rounds: int = 3  # searches per class, lam / 3 each time, while its trigger fails (visfeat.scan)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ _IMAGES = {"folder", "n", "k", "distinct"}
 _LAYER = {"name", "units", "at", "render"}
 _SAE = {"layer", "name", "latents", "path", "variant", "expansion", "k", "epochs", "images", "render"}
 _CIRCUIT = {"unit", "from", "k", "width", "name"}
-_SCAN = {"classes", "steps", "images", "seed"}
+_SCAN = {"classes", "steps", "images", "seed", "rounds"}
 _NAME = r"[A-Za-z0-9_\-]+"  # SAE and circuit names name a folder or a file
 _NAME_HINT = "use letters, digits, '-' and '_' (it names a folder)"
 
@@ -321,6 +322,7 @@ def _scan(c: Checker, raw: dict) -> ScanSpec | None:
         c.integer(row, "steps", ("scan",), d.steps),
         c.integer(row, "images", ("scan",), d.images, least=8),  # half fit the triggers, half test them
         c.integer(row, "seed", ("scan",), d.seed, least=0),
+        c.integer(row, "rounds", ("scan",), d.rounds),
     )
 
 

@@ -50,12 +50,17 @@ def seeded(
 
 
 def trigger(
-    images: torch.Tensor | None = None, classes: int = 1, lam: tuple[float, ...] | float = 0.0, cells: int | None = None
+    images: torch.Tensor | None = None,
+    classes: int = 1,
+    lam: tuple[float, ...] | float = 0.0,
+    cells: int | None = None,
+    per_step: int | None = None,
 ) -> Trigger:
-    """Per class a mask and a pattern pasted on clean ``images`` [N, 3, H, W] (trigger search, Neural Cleanse)."""
+    """Per class a mask and a pattern pasted on clean ``images`` [N, 3, H, W] (trigger search, Neural Cleanse);
+    ``per_step``: photos pasted per step, cycling through all of them."""
     if images is None:
         raise VisfeatError("the trigger parameterization pastes onto photos: pass images=[N, 3, H, W] in [0, 1]")
-    return Trigger(images, classes, lam, cells)
+    return Trigger(images, classes, lam, cells, per_step=per_step)
 
 
 _PARAMS: dict[str, Callable[..., Param]] = {

@@ -89,14 +89,17 @@ class ScanStage(Stage):
         s = p.spec.scan
         if s is None:
             return []
-        recipe = {**p.base, "scan": (s.classes, s.steps, s.images, s.seed), "kind": KIND}
+        recipe = {**p.base, "scan": (s.classes, s.steps, s.images, s.seed, s.rounds), "kind": KIND}
         recipe["scan_base"] = base_recipe(p.spec) if p.spec.base is not None else None
         return [Job(self.name, recipe_key(recipe), "", (), s.seed)]
 
     def cost(self, job: Job, plan, rates) -> float:
+        from ...scan import PER_STEP
+
         s = plan.spec.scan
         pair = 2 if plan.spec.base is not None else 1  # two models per step with a base
-        return rates.step * s.classes * (s.images - s.images // 2) * s.steps * pair * 1.5  # up to a retry round
+        shown = min(PER_STEP, s.images - s.images // 2)  # photos pasted per step
+        return rates.step * s.classes * shown * s.steps * pair * min(s.rounds, 1.5)  # a retry round for some
 
     def run(self, job: Job, ctx) -> ScanRecord:
         import torch
@@ -108,7 +111,8 @@ class ScanStage(Stage):
         images = torch.cat([x for _, x in iter_batches(ctx.dataset, 64, 0, s.images)])
         base = load_base(ctx) if ctx.plan.spec.base is not None else None
         folder = ctx.store.folder(self.name, job.key)
-        scan(ctx.model, images, base=base, classes=s.classes, steps=s.steps, seed=s.seed, progress=False, out=folder)
+        settings = {"classes": s.classes, "steps": s.steps, "rounds": s.rounds, "seed": s.seed}
+        scan(ctx.model, images, base=base, progress=False, out=folder, **settings)
         return ScanRecord(json.loads((folder / "scan.json").read_text()))
 
     def _view(self, site, page: str, full: str | None) -> SuspectsView | None:
