@@ -80,6 +80,8 @@ def test_pages_show_what_changed(diff_site: Path, page) -> None:  # noqa: F811
     captions = page.locator(".diffpics figcaption").all_inner_texts()
     assert captions == ["changed model", "base model", "changed − base"]
     assert "#1 of 12" in page.locator("#changed + .row + p + table").inner_text()
+    sees = page.locator(".diffsees")  # the photos the unit sees most: the changed model's, then the base model's
+    assert sees.count() == 2 and all(sees.nth(i).locator("img").count() == 4 for i in range(2))
     page.goto(url(diff_site, f"{MODEL}/4/index.html"))
     page.wait_for_selector("#grid a.cell")
     page.select_option("#sort", "change")

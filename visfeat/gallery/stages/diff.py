@@ -1,8 +1,9 @@
 """The diff stage of a diff gallery (a spec with ``[base]``): per section, how much each unit changed from the base
 model (:func:`visfeat.diff.diff_layers`: activation over the image set, and weights), and three pictures per unit
 rendered together through the two models side by side (:func:`visfeat.diff.pair_model`): what the unit wants in the
-changed model, in the base model, and the diff visualization (changed − base). The unit page shows them side by
-side; the grid sorts by the change; a "changed most" page and the index list the units that changed most."""
+changed model, in the base model, and the diff visualization (changed − base); and the photos the unit sees most in
+the base model, beside the changed model's (the examples stage's). The unit page shows them side by side; the grid
+sorts by the change; a "changed most" page and the index list the units that changed most."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ..store import recipe_key
 from .base import Group, Job, Link, Panel, Record, Stage, UnitView
+from .examples import Tile, dataset_image
 
 KIND = "diff"
 TOP = 8  # units per layer on the "changed most" page and in the layer page's header
@@ -20,8 +22,9 @@ UNCHANGED = 1e-3  # a change this small (of the spread, or of the weights' norm)
 
 @dataclass
 class DiffRecord(Record):
-    """Per unit slug its change (``LayerDiff.unit`` plus its rank among all the layer's units by each measure),
-    the layer's most changed units (all of them, not only the gallery's) and the image count."""
+    """Per unit slug its change (``LayerDiff.unit`` plus its rank among all the layer's units by each measure, and
+    ``base_top``: the base model's top images as [id, value]), the layer's most changed units (all of them, not only
+    the gallery's) and the image count."""
 
     units: dict[str, dict]
     top: list[dict]
@@ -42,6 +45,7 @@ class DiffView(UnitView):
     pictures: tuple[tuple[str, str], ...]  # (caption, page-relative link)
     thumb: str  # the diff picture's, relative to the layer page
     base_name: str
+    sees: tuple[tuple[str, tuple], ...] = ()  # (which model, its top images as examples.Tile), changed first
 
     def manifest(self) -> dict:
         return {
@@ -120,7 +124,7 @@ def load_base(ctx):
 class DiffStage(Stage):
     name = "diff"
     order = 35
-    after = ("render",)
+    after = ("render", "examples")
     record = DiffRecord
     unit_panels = (Panel("panels/diff.html", "wants", 15),)
     section_panels = (Panel("panels/diff_summary.html"),)
@@ -151,17 +155,18 @@ class DiffStage(Stage):
                 continue
             r = sec.settings
             recipe = {**p.base, "diff_base": base_recipe(p.spec), "units": [u.unit for u in sec.units]}
-            recipe |= {"settings": r.recipe(), "layer": sec.layer, "kind": KIND}
+            recipe |= {"settings": r.recipe(), "layer": sec.layer, "kind": KIND, "base_top": p.spec.k}
             jobs.append(Job(self.name, recipe_key(recipe), sec.name, tuple(u.slug for u in sec.units), r.seed))
         return jobs
 
     def cost(self, job: Job, plan, rates) -> float:
         r = plan.section(job.section).settings
         render = rates.image_step(job.section) * len(job.slugs) * r.steps * r.views * len(SHOWN) * 2  # two models
-        return render + rates.forward * 2 * plan.spec.n_images
+        return render + rates.forward * 3 * plan.spec.n_images  # the diff's two passes, the base's examples
 
     def run(self, job: Job, ctx) -> DiffRecord:
         from ...diff import diff_layers, pair_model, side
+        from ...examples import dataset_examples
         from ...images import save_image
         from ...render import default_param, render
         from .render import objectives_for
@@ -173,6 +178,12 @@ class DiffStage(Stage):
         rank = {c: i + 1 for i, c in enumerate(d.ranked("activation"))}
         rank_w = {c: i + 1 for i, c in enumerate(d.ranked("weight"))}
         units = {u.slug: d.unit(u.index) | {"rank": rank[u.index], "rank_weight": rank_w[u.index]} for u in sec.units}
+        spec = ctx.plan.spec
+        seen = dataset_examples(
+            base, sec.layer, ctx.dataset, k=spec.k, tokens=sec.tokens, distinct=spec.distinct, progress=False
+        )
+        for u in sec.units:
+            units[u.slug]["base_top"] = [[t["id"], t["value"]] for t in seen.top_images(u.index)]
         pair = pair_model(ctx.model, base)
         opt, _ = objectives_for(ctx, sec, sec.units)
         folder = ctx.store.folder(self.name, job.key)
@@ -210,6 +221,10 @@ class DiffStage(Stage):
         base = site.plan.spec.base
         base_name = shown_name(base.name, base.weights)
         captions = {"changed": "changed model", "base": "base model", "diff": "changed − base"}
+        sees = []
+        if "examples" in views:  # the changed model's top photos (the Sees panel's) beside the base model's
+            sees.append(("changed model", tuple(views["examples"].examples)))
+        sees.append(("base model", tuple(Tile(lay.rel(page, dataset_image(site, i)), v) for i, v in u["base_top"])))
         return DiffView(
             u["activation_change"],
             u["weight_change"],
@@ -221,6 +236,7 @@ class DiffStage(Stage):
             tuple((captions[w], lay.rel(page, files[w])) for w in SHOWN),
             lay.rel(lay.section_page(section.name), files["diff"]),
             base_name,
+            tuple(sees),
         )
 
     def _summary(self, site, page: str, full: str | None) -> ChangedView | None:
