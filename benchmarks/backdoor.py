@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from backdoor import Planted, twins  # noqa: E402
+from backdoor import Planted, trigger, twins  # noqa: E402
 
 import visfeat as vf  # noqa: E402
 from visfeat.data import default_images  # noqa: E402
@@ -114,8 +114,7 @@ def anywhere(p: Planted, x: torch.Tensor) -> str:
         keep = x[p.model(x).argmax(1) != p.target]
         rates = []
         for name, (top, left) in places.items():
-            y = keep.clone()
-            y[:, :, top : top + h, left : left + w] = p.patch
+            y = trigger(keep, p.patch, (top, left, h, w))
             rates.append(f"{name} {float((p.model(y).argmax(1) == p.target).float().mean()):.2f}")
     return ", ".join(rates)
 
