@@ -263,7 +263,7 @@ def run(args) -> dict:
                     stats = picture_stats(images, model.spec.size[0])
                     row[layer] = {"ratios": ratios, "median": statistics.median(ratios), "min": min(ratios),
                                   "seconds_per_unit": sec, "hf_noise": stats["hf_noise"],
-                                  "contrast": stats["contrast"]}  # fmt: skip
+                                  "contrast": stats["contrast"], "clipped": stats["clipped"]}  # fmt: skip
                     if nature:
                         row[layer]["naturalness"] = nature(images)
     return {"rows": rows, "pictures": pictures, "classes": classes, "depths": args.depths if args.channels else []}
@@ -274,7 +274,7 @@ def table(res: dict, n_classes: int) -> str:
     head = f"{'recipe':<10}{'steps':>6}{'s/class':>8}{'contr':>7}{'satur':>7}{'clip%':>7}{'HF%':>6}"
     head += f"{'L1 t1':>6}{'L1 t5':>6}{'L0 t1':>6}{'natur':>7}"
     for d in depths:
-        head += f"{'s/ch':>6}{d + ' ratio':>15}{'HF%':>6}"
+        head += f"{'s/ch':>6}{d + ' ratio':>15}{'HF%':>6}{'clip%':>6}"
     lines = [head]
     for r in sorted(res["rows"].values(), key=lambda r: (r["steps"], r["recipe"])):
         c0, c1 = r.get("lite0_classes"), r.get("lite1_classes")
@@ -289,8 +289,9 @@ def table(res: dict, n_classes: int) -> str:
             if d in r:
                 q = r[d]
                 line += f"{q['seconds_per_unit']:>6.2f}{q['median']:>9.2f} (>{q['min']:.1f}){100 * q['hf_noise']:>6.2f}"
+                line += f"{100 * q['clipped']:>6.2f}"
             else:
-                line += f"{'-':>27}"
+                line += f"{'-':>33}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from visfeat import param as P
 from visfeat.errors import VisfeatError
 from visfeat.images import save_image
 from visfeat.param.maco import resize_spectrum
+from visfeat.param.spatial import lowpass
 
 PARAMS = {
     "pixel": lambda size: P.pixel(size, sd=0.5),
@@ -75,6 +76,26 @@ def test_fourier_decay_shapes_the_spectrum():
         return (mag[..., 1:4, 1:4].mean() / mag[..., 24:32, 24:32].mean()).item()
 
     assert low_high(1.0) > 5 * low_high(0.0)
+
+
+def test_fourier_cutoff_draws_no_fine_scales():
+    """cutoff=0.5 leaves the finest half of the frequencies out of the picture (up to the sigmoid's harmonics)."""
+
+    def hf_share(cutoff: float | None) -> float:
+        img = P.fourier(64, sd=0.05, decay=0.0, cutoff=cutoff).build(4, torch.Generator().manual_seed(0))()
+        power = torch.fft.fft2(img - img.mean((2, 3), keepdim=True)).abs() ** 2
+        f = torch.fft.fftfreq(64)
+        high = (f[:, None] ** 2 + f[None, :] ** 2).sqrt() > 0.25
+        return (power[..., high].sum() / power.sum()).item()
+
+    assert hf_share(None) > 0.5  # white noise: most of the power lies above half Nyquist
+    assert hf_share(0.5) < 0.01
+    f = torch.linspace(0, 0.5, 11)
+    assert lowpass(f, 0.8).tolist()[:4] == [1, 1, 1, 1] and lowpass(f, 0.8)[8:].sum() == 0  # 1 to 0.16, 0 from 0.4
+    assert 0 < lowpass(f, 0.8)[6] < lowpass(f, 0.8)[5] < 1  # a smooth fall between
+    assert lowpass(f, 0.8, taper=1.0).tolist() == [1.0] * 9 + [0.0] * 2  # a step
+    with pytest.raises(VisfeatError, match="cutoff is a share of the Nyquist frequency"):
+        P.fourier(64, cutoff=0.0)
 
 
 def test_default_spectrum_ships_and_loads():

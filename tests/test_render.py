@@ -12,7 +12,15 @@ from visfeat import transforms as T
 from visfeat.errors import NonFiniteObjectiveError, VisfeatError
 from visfeat.models import InputSpec, Model
 from visfeat.presets import PRESETS, get_preset
-from visfeat.render import FOURIER_DECAY, RenderResult, default_param, default_transforms, evaluate, render
+from visfeat.render import (
+    FOURIER_CUTOFF,
+    FOURIER_DECAY,
+    RenderResult,
+    default_param,
+    default_transforms,
+    evaluate,
+    render,
+)
 
 
 class Tiny(nn.Module):
@@ -51,7 +59,9 @@ def test_result_images_and_history():
     assert r.history[-1, 0] > r.history[0, 0]
     assert r.names == ["channel(conv2:3)"]
     assert r.settings["steps"] == 6 and r.settings["seed"] == 0 and r.settings["model"] == "tiny"
-    assert r.settings["param"] == {"kind": "fourier", "size": 20, "sd": 0.01, "decay": 1.0, "decorrelate": True}
+    assert r.settings["param"] == {
+        "kind": "fourier", "size": 20, "sd": 0.01, "decay": 1.0, "decorrelate": True, "cutoff": None
+    }  # fmt: skip
     assert r.seconds > 0
 
 
@@ -181,11 +191,23 @@ def test_input_penalty_sees_the_untransformed_images():
     assert set(shapes) == {(1, 3, 20, 20)}
 
 
+def test_default_low_pass_only_for_coarse_layers():
+    """A unit that sees the picture at 1/16 of its side or coarser gets the low-pass, a finer one the finest scales."""
+    big = Model(Tiny(), InputSpec(size=(32, 32)), name="tiny32")  # conv1 32x32, conv2 16x16, logits: a vector
+    assert default_param(big, [O.channel("conv1", 0)]).cutoff is None
+    assert default_param(big, [O.channel("conv2", 0)]).cutoff is None  # 1/2 of the side
+    assert default_param(big, [O.class_logit(3)]).cutoff == FOURIER_CUTOFF
+    assert default_param(big, [O.class_logit(3), O.channel("conv1", 0)]).cutoff is None  # the finest layer decides
+    assert render(big, "conv1:0", steps=1, progress=False).settings["param"]["cutoff"] is None
+    assert render(big, O.class_logit(3), steps=1, progress=False).settings["param"]["cutoff"] == FOURIER_CUTOFF
+
+
 def test_defaults_and_settings_record():
     m = _model()
-    assert default_param(m) == P.fourier(size=24, decay=FOURIER_DECAY)  # the model's input size
-    assert default_param(Model(m.module, InputSpec(size=None))) == P.fourier(size=128, decay=FOURIER_DECAY)
-    assert default_param(Model(m.module, InputSpec(size=(24, 32)))) == P.fourier(size=(24, 32), decay=FOURIER_DECAY)
+    low = {"decay": FOURIER_DECAY, "cutoff": FOURIER_CUTOFF}
+    assert default_param(m) == P.fourier(size=24, **low)  # the model's input size
+    assert default_param(Model(m.module, InputSpec(size=None))) == P.fourier(size=128, **low)
+    assert default_param(Model(m.module, InputSpec(size=(24, 32)))) == P.fourier(size=(24, 32), **low)
     x = torch.rand(2, 3, 128, 128)
     assert default_transforms(m)(x, torch.Generator().manual_seed(0)).shape == (2, 3, 24, 24)
     r = render(m, "conv2:0", steps=1, progress=False)

@@ -32,8 +32,8 @@ PRESETS = MappingProxyType(
     {
         p.name: p
         for p in (
-            Preset("draft", 64, 0.08, 1, "constant", 0.125, "a quick look: 64 steps"),
-            Preset("default", 256, 0.07, 1, "constant", 0.125, "render's defaults: 256 steps"),
+            Preset("draft", 64, 0.10, 1, "constant", 0.125, "a quick look: 64 steps"),
+            Preset("default", 256, 0.09, 1, "constant", 0.125, "render's defaults: 256 steps"),
             Preset("heavy", 4096, 0.05, 8, "cosine", 0.0, "near a unit's ceiling: 4096 steps x 8 views, cosine lr"),
         )
     }

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     units = list(dict.fromkeys(u for text in args.units for u in parse_units(text, model)))
     preact = not args.no_preact
     objectives = [u.objective(model, preact=preact) for u in units]
-    p = default_param(model)
+    p = default_param(model, objectives)
     if args.param or args.size:  # the size of render's default unless --size says otherwise
         p = param.create(args.param or "fourier", size=args.size or p.size)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,10 +29,15 @@ def pixel(size: int | tuple[int, int] = 128, sd: float = 0.01, decorrelate: bool
 
 
 def fourier(
-    size: int | tuple[int, int] = 128, sd: float = 0.01, decay: float = 1.0, decorrelate: bool = True
+    size: int | tuple[int, int] = 128,
+    sd: float = 0.01,
+    decay: float = 1.0,
+    decorrelate: bool = True,
+    cutoff: float | None = None,
 ) -> Fourier:
-    """1/f-scaled Fourier spectrum with colour decorrelation (Lucid's default)."""
-    return Fourier(size, sd, decay, decorrelate)
+    """1/f-scaled Fourier spectrum with colour decorrelation (Lucid's default); ``cutoff``: a low-pass, the
+    highest frequency drawn as a share of Nyquist (0.5: none of the finest half of the scales)."""
+    return Fourier(size, sd, decay, decorrelate, cutoff)
 
 
 def maco(size: int | tuple[int, int] = 224, spectrum=None, contrast: float = 1.0) -> Maco:

@@ -18,6 +18,21 @@ def rfft_freqs(h: int, w: int) -> torch.Tensor:
     return (fx**2 + fy**2).sqrt()
 
 
+#: Where a Fourier image's low-pass starts to fall, as a share of its cutoff.
+TAPER = 0.4
+
+
+def lowpass(freqs: torch.Tensor, cutoff: float, taper: float = TAPER) -> torch.Tensor:
+    """Weights of a raised-cosine low-pass: 1 up to ``taper * cutoff`` x Nyquist, 0 from ``cutoff`` x Nyquist.
+    A smooth fall, not a step: a step rings, and the optimizer piles the picture's energy at the last frequency."""
+    hi = cutoff * 0.5  # Nyquist: 0.5 cycles per pixel
+    lo = taper * hi
+    if lo >= hi:  # taper 1: a step
+        return (freqs <= hi).float()
+    t = ((freqs - lo) / (hi - lo)).clamp(0, 1)
+    return 0.5 * (1 + torch.cos(torch.pi * t))
+
+
 class PixelImage(nn.Module):
     """Each pixel is a parameter (in the decorrelated colour basis, squashed by a sigmoid)."""
 
@@ -33,12 +48,17 @@ class PixelImage(nn.Module):
 class FourierImage(nn.Module):
     """The image's 2-D spectrum is the parameter, scaled by 1/f^decay so all frequencies learn alike."""
 
-    def __init__(self, init: torch.Tensor, size: tuple[int, int], decay: float, decorrelate: bool) -> None:
+    def __init__(
+        self, init: torch.Tensor, size: tuple[int, int], decay: float, decorrelate: bool, cutoff: float | None = None
+    ) -> None:
         super().__init__()
         h, w = size
         self.size = size
         self.spectrum = nn.Parameter(init)  # [B, 3, h, w//2+1, 2] (real, imag)
-        scale = 1.0 / rfft_freqs(h, w).clamp(min=1.0 / max(h, w)) ** decay
+        freqs = rfft_freqs(h, w)
+        scale = 1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay
+        if cutoff is not None:
+            scale = scale * lowpass(freqs, cutoff)
         self.register_buffer("scale", scale.to(init.device))
         self.decorrelate = decorrelate
 
@@ -73,14 +93,19 @@ class Fourier:
     sd: float = 0.01  # std of the random init of the spectrum
     decay: float = 1.0  # spectrum scaling 1/f^decay; 1 matches natural images
     decorrelate: bool = True
+    cutoff: float | None = None  # keep frequencies up to this share of Nyquist (radially); None keeps all
 
     def __post_init__(self) -> None:
         check_size(self.size, "fourier")
+        if self.cutoff is not None and not 0 < self.cutoff <= 1.5:
+            raise VisfeatError(
+                f"fourier cutoff is a share of the Nyquist frequency in (0, 1.5], e.g. 0.5, got {self.cutoff!r}"
+            )
 
     def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> FourierImage:
         h, w = _pair(self.size)
         init = torch.randn(batch, 3, h, w // 2 + 1, 2, generator=generator) * self.sd
-        return FourierImage(init.to(device), (h, w), self.decay, self.decorrelate)
+        return FourierImage(init.to(device), (h, w), self.decay, self.decorrelate, self.cutoff)
 
 
 def check_size(size: int | tuple[int, int], kind: str) -> None:

@@ -198,7 +198,8 @@ class DiffStage(Stage):
                 objs += [changed, before, changed - before]
             images = len(objs)
             tick = False if ctx.tick is None else (lambda n, k=images: ctx.tick(n * k * r.views * rate))
-            out = render(pair, objs, param=default_param(ctx.model), seed=job.seed + start, progress=tick, **common)
+            param = default_param(ctx.model, [o for _, o in chunk])
+            out = render(pair, objs, param=param, seed=job.seed + start, progress=tick, **common)
             for i, (u, _) in enumerate(chunk):
                 for j, what in enumerate(SHOWN):
                     save_image(out.images[len(SHOWN) * i + j], folder / f"{u.slug}_{what}.png")
