@@ -192,14 +192,20 @@ def test_input_penalty_sees_the_untransformed_images():
 
 
 def test_default_low_pass_only_for_coarse_layers():
-    """A unit that sees the picture at 1/16 of its side or coarser gets the low-pass, a finer one the finest scales."""
-    big = Model(Tiny(), InputSpec(size=(32, 32)), name="tiny32")  # conv1 32x32, conv2 16x16, logits: a vector
-    assert default_param(big, [O.channel("conv1", 0)]).cutoff is None
-    assert default_param(big, [O.channel("conv2", 0)]).cutoff is None  # 1/2 of the side
-    assert default_param(big, [O.class_logit(3)]).cutoff == FOURIER_CUTOFF
-    assert default_param(big, [O.class_logit(3), O.channel("conv1", 0)]).cutoff is None  # the finest layer decides
-    assert render(big, "conv1:0", steps=1, progress=False).settings["param"]["cutoff"] is None
-    assert render(big, O.class_logit(3), steps=1, progress=False).settings["param"]["cutoff"] == FOURIER_CUTOFF
+    """A unit that sees the picture at 1/16 of its side or coarser gets the low-pass, a finer one the finest
+    scales; class logits go by the model's coarsest map."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.ReLU(), nn.Conv2d(4, 8, 4, stride=4), nn.ReLU())
+    net.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)))
+    deep = Model(net, InputSpec(size=(64, 64)), name="strided")  # "0": 16x16 of 64 (1/4), "2": 4x4 (1/16)
+    assert default_param(deep, [O.channel("0", 0)]).cutoff is None
+    assert default_param(deep, [O.channel("2", 0)]).cutoff == FOURIER_CUTOFF
+    assert default_param(deep, [O.class_logit(3)]).cutoff == FOURIER_CUTOFF
+    assert default_param(deep, [O.class_logit(3), O.channel("0", 0)]).cutoff is None  # the finest layer decides
+    assert render(deep, "0:0", steps=1, progress=False).settings["param"]["cutoff"] is None
+    assert render(deep, O.class_logit(3), steps=1, progress=False).settings["param"]["cutoff"] == FOURIER_CUTOFF
+    toy = _model()  # 24 px, its coarsest map 12x12: the logits of a toy CNN keep the finest scales
+    assert default_param(toy, [O.class_logit(3)]).cutoff is None
 
 
 def test_defaults_and_settings_record():

@@ -76,12 +76,20 @@ def default_param(model: Model, objectives: Iterable[Objective] = ()) -> params.
 
 
 def _coarse(model: Model, layer: str) -> bool:
-    """Whether ``layer`` sees the picture at 1/COARSE of its side or coarser (a vector or an unknown name: yes)."""
+    """Whether ``layer`` sees the picture at 1/COARSE of its side or coarser. A vector (class logits) or a name the
+    catalogue lacks sees it through the model's coarsest map, global pools aside: Lite0's logits through 7x7 of 224
+    (1/32), a toy CNN's through 8x8 of 32 (1/4), where the finest scales are the object's own detail."""
     info = model.layers.get(layer)
-    if info is None or info.layout not in ("CHW", "HWC") or model.spec.size is None:
-        return True
-    height = info.shape[1] if info.layout == "CHW" else info.shape[0]
-    return height * COARSE <= model.spec.size[0]
+    if info is None or info.layout not in ("CHW", "HWC"):
+        heights = [_height(i) for i in model.layers.values() if i.layout in ("CHW", "HWC") and _height(i) > 1]
+        if not heights:
+            return True
+        return min(heights) * COARSE <= model.input_size[0]
+    return _height(info) * COARSE <= model.input_size[0]
+
+
+def _height(info) -> int:
+    return info.shape[1] if info.layout == "CHW" else info.shape[0]
 
 
 def default_transforms(model: Model) -> tf.Transform:
