@@ -55,7 +55,7 @@ FOURIER_DECAY = 1.05
 FOURIER_CUTOFF = 0.8
 
 
-#: A layer that sees the picture at 1/COARSE of its side or coarser (or a vector: class logits) gets the low-pass.
+#: A layer that sees the picture at 1/COARSE of its side or coarser gets the low-pass (class logits: see _coarse).
 COARSE = 16
 
 
@@ -80,12 +80,14 @@ def _coarse(model: Model, layer: str) -> bool:
     catalogue lacks sees it through the model's coarsest map, global pools aside: Lite0's logits through 7x7 of 224
     (1/32), a toy CNN's through 8x8 of 32 (1/4), where the finest scales are the object's own detail."""
     info = model.layers.get(layer)
-    if info is None or info.layout not in ("CHW", "HWC"):
-        heights = [_height(i) for i in model.layers.values() if i.layout in ("CHW", "HWC") and _height(i) > 1]
-        if not heights:
+    if info is not None and info.layout in ("CHW", "HWC"):
+        height = _height(info)
+    else:
+        maps = [_height(i) for i in model.layers.values() if i.layout in ("CHW", "HWC") and _height(i) > 1]
+        if not maps:
             return True
-        return min(heights) * COARSE <= model.input_size[0]
-    return _height(info) * COARSE <= model.input_size[0]
+        height = min(maps)
+    return height * COARSE <= model.input_size[0]
 
 
 def _height(info) -> int:

@@ -35,8 +35,8 @@ def fourier(
     decorrelate: bool = True,
     cutoff: float | None = None,
 ) -> Fourier:
-    """1/f-scaled Fourier spectrum with colour decorrelation (Lucid's default); ``cutoff``: a low-pass, the
-    highest frequency drawn as a share of Nyquist (0.5: none of the finest half of the scales)."""
+    """1/f-scaled Fourier spectrum with colour decorrelation (Lucid's default); ``cutoff``: a low-pass that falls
+    smoothly to 0 at this share of Nyquist (0.5: none of the finest half of the scales)."""
     return Fourier(size, sd, decay, decorrelate, cutoff)
 
 

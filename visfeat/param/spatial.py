@@ -93,7 +93,7 @@ class Fourier:
     sd: float = 0.01  # std of the random init of the spectrum
     decay: float = 1.0  # spectrum scaling 1/f^decay; 1 matches natural images
     decorrelate: bool = True
-    cutoff: float | None = None  # keep frequencies up to this share of Nyquist (radially); None keeps all
+    cutoff: float | None = None  # low-pass: nothing above this share of Nyquist (radially, see lowpass); None: all
 
     def __post_init__(self) -> None:
         check_size(self.size, "fourier")
