@@ -80,18 +80,14 @@ def _coarse(model: Model, layer: str) -> bool:
     catalogue lacks sees it through the model's coarsest map, global pools aside: Lite0's logits through 7x7 of 224
     (1/32), a toy CNN's through 8x8 of 32 (1/4), where the finest scales are the object's own detail."""
     info = model.layers.get(layer)
-    if info is not None and info.layout in ("CHW", "HWC"):
-        height = _height(info)
+    if info is not None and info.grid is not None:
+        height = info.grid[0]
     else:
-        maps = [_height(i) for i in model.layers.values() if i.layout in ("CHW", "HWC") and _height(i) > 1]
+        maps = [i.grid[0] for i in model.layers.values() if i.grid is not None and i.grid[0] > 1]
         if not maps:
             return True
         height = min(maps)
     return height * COARSE <= model.input_size[0]
-
-
-def _height(info) -> int:
-    return info.shape[1] if info.layout == "CHW" else info.shape[0]
 
 
 def default_transforms(model: Model) -> tf.Transform:

@@ -31,6 +31,15 @@ class LayerInfo:
             return None
         return self.shape[-1] if self.layout in ("tokens", "HWC") else self.shape[0]
 
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """``(H, W)`` of a per-position layer (CHW or HWC); None for tokens, vectors and non-tensors."""
+        if self.layout == "CHW":
+            return self.shape[1], self.shape[2]
+        if self.layout == "HWC":
+            return self.shape[0], self.shape[1]
+        return None
+
 
 @dataclass
 class Model:

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import VisfeatError
 from .color import _COLOR
-from .spatial import FourierImage, rfft_freqs
+from .spatial import FourierImage, spectrum_scale
 
 
 def _check_images(images: torch.Tensor) -> torch.Tensor:
@@ -60,8 +60,7 @@ class Seeded:
         x = torch.log(x) - torch.log1p(-x)  # the sigmoid's inverse
         if self.decorrelate:
             x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_COLOR), x)
-        scale = 1.0 / rfft_freqs(h, w).clamp(min=1.0 / max(h, w)) ** self.decay
-        spec = torch.fft.rfft2(x * 4.0, norm="ortho") / scale
+        spec = torch.fft.rfft2(x * 4.0, norm="ortho") / spectrum_scale(h, w, self.decay)
         return torch.view_as_real(spec).contiguous()
 
     def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> FourierImage:

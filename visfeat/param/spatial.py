@@ -18,6 +18,11 @@ def rfft_freqs(h: int, w: int) -> torch.Tensor:
     return (fx**2 + fy**2).sqrt()
 
 
+def spectrum_scale(h: int, w: int, decay: float) -> torch.Tensor:
+    """The Fourier image's per-coefficient scale 1/f^decay, [h, w // 2 + 1] (f at least one cycle per image)."""
+    return 1.0 / rfft_freqs(h, w).clamp(min=1.0 / max(h, w)) ** decay
+
+
 #: Where a Fourier image's low-pass starts to fall, as a share of its cutoff.
 TAPER = 0.4
 
@@ -55,10 +60,9 @@ class FourierImage(nn.Module):
         h, w = size
         self.size = size
         self.spectrum = nn.Parameter(init)  # [B, 3, h, w//2+1, 2] (real, imag)
-        freqs = rfft_freqs(h, w)
-        scale = 1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay
+        scale = spectrum_scale(h, w, decay)
         if cutoff is not None:
-            scale = scale * lowpass(freqs, cutoff)
+            scale = scale * lowpass(rfft_freqs(h, w), cutoff)
         self.register_buffer("scale", scale.to(init.device))
         self.decorrelate = decorrelate
 

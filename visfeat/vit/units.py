@@ -82,7 +82,7 @@ def check_token_unit(
             raise UnitError(f"dim {dim} is out of range for layer {layer!r}, which has {n} (0..{n - 1})")
         layout = layer_layout(model, layer)
         if layout is None and info.shape:
-            h, w = info.shape[1:] if info.layout == "CHW" else info.shape[:2]
+            h, w = info.grid or info.shape[:2]
             layout = TokenLayout((h, w), cls=0)
     if layout is not None:
         tokens.indices(layout, layer)
