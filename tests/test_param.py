@@ -98,6 +98,44 @@ def test_fourier_cutoff_draws_no_fine_scales():
         P.fourier(64, cutoff=0.0)
 
 
+def test_fourier_grow_opens_the_pass_band_coarse_to_fine():
+    """grow=8: at the first step only the coarsest scales are drawn, after 8 steps (at most half of a run) the band
+    reaches the cutoff, and the final picture is the plain low-passed image; without grow the image ignores where
+    the run is."""
+
+    def hf_share(img: torch.Tensor) -> float:
+        power = torch.fft.fft2(img - img.mean((2, 3), keepdim=True)).abs() ** 2
+        f = torch.fft.fftfreq(64)
+        return (power[..., (f[:, None] ** 2 + f[None, :] ** 2).sqrt() > 0.1].sum() / power.sum()).item()
+
+    def image(grow: int, cutoff: float | None = 0.8):
+        return P.fourier(64, sd=0.05, decay=0.0, cutoff=cutoff, grow=grow).build(2, torch.Generator().manual_seed(0))
+
+    plain, growing = image(0)(), image(8)
+    growing.set_progress(0, 100)
+    first = hf_share(growing())
+    growing.set_progress(4, 100)
+    halfway = hf_share(growing())
+    assert first < 0.02 < halfway < hf_share(plain)  # the band opens with the steps
+    growing.set_progress(8, 100)
+    assert torch.allclose(growing(), plain)  # open after 8 steps ...
+    growing.set_progress(4, 8)
+    assert torch.allclose(growing(), plain)  # ... or half of a short run
+    growing.set_progress(100, 100)
+    assert torch.allclose(growing(), plain)  # the final picture
+    fixed = image(0)
+    fixed.set_progress(0, 100)
+    assert torch.allclose(fixed(), plain)
+    unlimited = image(8, cutoff=None)
+    unlimited.set_progress(0, 100)
+    assert hf_share(unlimited()) < 0.02  # coarse first, also without a cutoff ...
+    unlimited.set_progress(100, 100)
+    assert torch.allclose(unlimited(), image(0, cutoff=None)())  # ... and every frequency at the end
+    for bad in (-1, 0.5, True):
+        with pytest.raises(VisfeatError, match="grow is the number of first steps"):
+            P.fourier(64, grow=bad)
+
+
 def test_default_spectrum_ships_and_loads():
     spec = P.default_spectrum()
     assert spec.shape == (3, 224, 113) and spec.dtype == torch.float32

@@ -15,6 +15,7 @@ from visfeat.presets import PRESETS, get_preset
 from visfeat.render import (
     FOURIER_CUTOFF,
     FOURIER_DECAY,
+    FOURIER_GROW,
     RenderResult,
     default_param,
     default_transforms,
@@ -60,7 +61,7 @@ def test_result_images_and_history():
     assert r.names == ["channel(conv2:3)"]
     assert r.settings["steps"] == 6 and r.settings["seed"] == 0 and r.settings["model"] == "tiny"
     assert r.settings["param"] == {
-        "kind": "fourier", "size": 20, "sd": 0.01, "decay": 1.0, "decorrelate": True, "cutoff": None
+        "kind": "fourier", "size": 20, "sd": 0.01, "decay": 1.0, "decorrelate": True, "cutoff": None, "grow": 0.0
     }  # fmt: skip
     assert r.seconds > 0
 
@@ -199,6 +200,7 @@ def test_default_low_pass_only_for_coarse_layers():
     net.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)))
     deep = Model(net, InputSpec(size=(64, 64)), name="strided")  # "0": 16x16 of 64 (1/4), "2": 4x4 (1/16)
     assert default_param(deep, [O.channel("0", 0)]).cutoff is None
+    assert default_param(deep, [O.channel("0", 0)]).grow == default_param(deep, [O.class_logit(3)]).grow == FOURIER_GROW
     assert default_param(deep, [O.channel("2", 0)]).cutoff == FOURIER_CUTOFF
     assert default_param(deep, [O.class_logit(3)]).cutoff == FOURIER_CUTOFF
     assert default_param(deep, [O.class_logit(3), O.channel("0", 0)]).cutoff is None  # the finest layer decides
@@ -208,9 +210,38 @@ def test_default_low_pass_only_for_coarse_layers():
     assert default_param(toy, [O.class_logit(3)]).cutoff is None
 
 
+def test_render_tells_a_growing_image_its_progress():
+    """A module with ``set_progress`` hears where the run is before every step (snapshots and the final picture: the
+    steps behind them), so a coarse-to-fine image opens its band over the run; the final picture is drawn with the
+    band fully open."""
+    heard: list[tuple[int, int]] = []
+
+    class Heard(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def set_progress(self, step: int, steps: int) -> None:
+            heard.append((step, steps))
+            self.inner.set_progress(step, steps)
+
+        def forward(self) -> torch.Tensor:
+            return self.inner()
+
+    grow = P.fourier(20, cutoff=0.8, grow=2)
+
+    class Spy:
+        def build(self, batch, generator, device="cpu"):
+            return Heard(grow.build(batch, generator, device))
+
+    r = render(_model(), "conv2:3", param=Spy(), steps=4, progress=False, snapshots=[2])
+    assert heard == [(0, 4), (1, 4), (2, 4), (2, 4), (3, 4), (4, 4)]  # steps 0-1, the snapshot after 2, 2-3, the final
+    assert r.history[-1, 0] > r.history[0, 0]
+
+
 def test_defaults_and_settings_record():
     m = _model()
-    low = {"decay": FOURIER_DECAY, "cutoff": FOURIER_CUTOFF}
+    low = {"decay": FOURIER_DECAY, "cutoff": FOURIER_CUTOFF, "grow": FOURIER_GROW}
     assert default_param(m) == P.fourier(size=24, **low)  # the model's input size
     assert default_param(Model(m.module, InputSpec(size=None))) == P.fourier(size=128, **low)
     assert default_param(Model(m.module, InputSpec(size=(24, 32)))) == P.fourier(size=(24, 32), **low)

@@ -53,8 +53,9 @@ FOURIER_DECAY = 1.05
 #: The finest scales held speckle that a reader sees as noise and other models do not see as the class: without
 #: them the pictures' high-frequency share falls from 16% to 2% at 64 steps (docs/quality.md).
 FOURIER_CUTOFF = 0.8
-
-
+#: Coarse to fine over the first 32 steps (``params.fourier(grow=)``): objects drawn large before detail, more natural
+#: to DINOv2 and with higher ratios; shallow units, fine texture, come out the same (docs/quality.md).
+FOURIER_GROW = 32
 #: A layer that sees the picture at 1/COARSE of its side or coarser gets the low-pass (class logits: see _coarse).
 COARSE = 16
 
@@ -65,14 +66,14 @@ def default_param(model: Model, objectives: Iterable[Objective] = ()) -> params.
     comes after 128 steps instead of 192-320 (``docs/performance.md``). Low-passed (``FOURIER_CUTOFF``) unless one of
     ``objectives`` reads a layer finer than 1/16 of the input: shallow units want the finest scales (a ``blocks.2``
     channel's ratio 8.3 without, 5.7 with), deep units and classes lose only speckle (``docs/quality.md``).
-    Token models (ViTs) get :func:`visfeat.vit.defaults.vit_param` instead."""
+    Coarse to fine (``FOURIER_GROW``). Token models (ViTs) get :func:`visfeat.vit.defaults.vit_param` instead."""
     vit = vit_param(model)
     if vit is not None:
         return vit
-    size = model.spec.size or (128, 128)
+    h, w = model.spec.size or (128, 128)
     layers = set().union(*(o.layers for o in objectives)) - {INPUT}
     cutoff = FOURIER_CUTOFF if all(_coarse(model, name) for name in layers) else None
-    return params.fourier(size=size[0] if size[0] == size[1] else size, decay=FOURIER_DECAY, cutoff=cutoff)
+    return params.fourier(size=h if h == w else (h, w), decay=FOURIER_DECAY, cutoff=cutoff, grow=FOURIER_GROW)
 
 
 def _coarse(model: Model, layer: str) -> bool:
@@ -176,7 +177,8 @@ def render(
     is optimized on that op's input (:mod:`visfeat.preact`), so a unit that is dead for the initial image
     still moves; the history then holds pre-activation values. Objective instances are never changed.
     A parameterization's own penalty: when the built module has ``penalty()`` (per image [N], or one value),
-    it is subtracted from the objective every step, and the history holds the penalized scores.
+    it is subtracted from the objective every step, and the history holds the penalized scores. When it has
+    ``set_progress(step, steps)``, it is told where the run is before each step (a coarse-to-fine image).
     """
     chosen = get_preset(preset)
     steps = chosen.steps if steps is None else steps
@@ -209,6 +211,7 @@ def render(
     gen = torch.Generator().manual_seed(seed)
     image = param.build(n, gen, dev)
     penalty = getattr(image, "penalty", None)  # e.g. a trigger mask's size (visfeat.param.trigger)
+    set_progress = getattr(image, "set_progress", lambda step, steps: None)  # e.g. a coarse-to-fine Fourier image
     opt = torch.optim.Adam(image.parameters(), lr=lr)
     layers = sorted(obj.layers - {INPUT})
     cast, scaler = _autocast(dev, amp)
@@ -222,6 +225,7 @@ def render(
             opt.zero_grad(set_to_none=True)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
+            set_progress(step, steps)
             images = image()
             shown = images if views == 1 else images.repeat(views, 1, 1, 1)
             with cast, capture(model.module, layers, logits=model.logits_layer) as acts:
@@ -246,6 +250,7 @@ def render(
                 _sync(dev)
                 t = time.perf_counter()
                 shot_seconds[keep[0]] = t - start - paused
+                set_progress(step + 1, steps)
                 with torch.no_grad():
                     shots[keep.pop(0)] = image().float().cpu()
                 paused += time.perf_counter() - t
@@ -258,6 +263,7 @@ def render(
             bar.close()
     _sync(dev)
     seconds = time.perf_counter() - start - paused
+    set_progress(steps, steps)
     with torch.no_grad():
         final = image().float().cpu()
     settings = {

@@ -34,10 +34,12 @@ def fourier(
     decay: float = 1.0,
     decorrelate: bool = True,
     cutoff: float | None = None,
+    grow: int = 0,
 ) -> Fourier:
     """1/f-scaled Fourier spectrum with colour decorrelation (Lucid's default); ``cutoff``: a low-pass that falls
-    smoothly to 0 at this share of Nyquist (0.5: none of the finest half of the scales)."""
-    return Fourier(size, sd, decay, decorrelate, cutoff)
+    smoothly to 0 at this share of Nyquist (0.5: none of the finest half of the scales); ``grow``: coarse to fine,
+    the pass band opens from 0.15 x Nyquist to ``cutoff`` over this many first steps of a render, at most half."""
+    return Fourier(size, sd, decay, decorrelate, cutoff, grow)
 
 
 def maco(size: int | tuple[int, int] = 224, spectrum=None, contrast: float = 1.0) -> Maco:

@@ -50,21 +50,46 @@ class PixelImage(nn.Module):
         return to_rgb(self.pixels, self.decorrelate)
 
 
+#: Where a coarse-to-fine Fourier image's pass band starts (``fourier(grow=...)``), as a share of Nyquist.
+GROW_FROM = 0.15
+
+
 class FourierImage(nn.Module):
-    """The image's 2-D spectrum is the parameter, scaled by 1/f^decay so all frequencies learn alike."""
+    """The image's 2-D spectrum is the parameter, scaled by 1/f^decay so all frequencies learn alike.
+    With ``grow`` > 0 the pass band opens from ``GROW_FROM`` x Nyquist to ``cutoff`` (or to every frequency) over the
+    first ``grow`` steps, at most half of them, as ``render`` reports them through :meth:`set_progress`."""
 
     def __init__(
-        self, init: torch.Tensor, size: tuple[int, int], decay: float, decorrelate: bool, cutoff: float | None = None
+        self,
+        init: torch.Tensor,
+        size: tuple[int, int],
+        decay: float,
+        decorrelate: bool,
+        cutoff: float | None = None,
+        grow: int = 0,
     ) -> None:
         super().__init__()
         h, w = size
         self.size = size
         self.spectrum = nn.Parameter(init)  # [B, 3, h, w//2+1, 2] (real, imag)
-        scale = spectrum_scale(h, w, decay)
-        if cutoff is not None:
-            scale = scale * lowpass(rfft_freqs(h, w), cutoff)
-        self.register_buffer("scale", scale.to(init.device))
+        self.register_buffer("base", spectrum_scale(h, w, decay).to(init.device))
+        self.register_buffer("freqs", rfft_freqs(h, w).to(init.device))
+        self.cutoff, self.grow = cutoff, grow
+        # no cutoff: the band ends where the cosine's flat part covers the corner frequency (sqrt 2 x Nyquist)
+        self.end = cutoff if cutoff is not None else 2**0.5 / TAPER
+        self.register_buffer("scale", self._scale(1.0))
         self.decorrelate = decorrelate
+
+    def _scale(self, opened: float) -> torch.Tensor:
+        """The spectrum's scale with the pass band ``opened`` (a share: 0 at the start, 1 fully open)."""
+        if opened >= 1:
+            return self.base if self.cutoff is None else self.base * lowpass(self.freqs, self.cutoff)
+        return self.base * lowpass(self.freqs, GROW_FROM + (self.end - GROW_FROM) * opened)
+
+    def set_progress(self, step: int, steps: int) -> None:
+        """Where the optimization is: ``step`` of ``steps`` done (``step == steps`` for the final picture)."""
+        if self.grow > 0:
+            self.scale = self._scale(step / min(self.grow, steps / 2))
 
     def forward(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
@@ -98,6 +123,7 @@ class Fourier:
     decay: float = 1.0  # spectrum scaling 1/f^decay; 1 matches natural images
     decorrelate: bool = True
     cutoff: float | None = None  # low-pass: nothing above this share of Nyquist (radially, see lowpass); None: all
+    grow: int = 0  # coarse to fine: the pass band opens over this many first steps, at most half (FourierImage)
 
     def __post_init__(self) -> None:
         check_size(self.size, "fourier")
@@ -105,11 +131,16 @@ class Fourier:
             raise VisfeatError(
                 f"fourier cutoff is a share of the Nyquist frequency in (0, 1.5], e.g. 0.5, got {self.cutoff!r}"
             )
+        if not isinstance(self.grow, int) or isinstance(self.grow, bool) or self.grow < 0:
+            raise VisfeatError(
+                f"fourier grow is the number of first steps over which the image goes coarse to fine, a whole "
+                f"number >= 0 (e.g. 32; 0: no growth), got {self.grow!r}"
+            )
 
     def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> FourierImage:
         h, w = _pair(self.size)
         init = torch.randn(batch, 3, h, w // 2 + 1, 2, generator=generator) * self.sd
-        return FourierImage(init.to(device), (h, w), self.decay, self.decorrelate, self.cutoff)
+        return FourierImage(init.to(device), (h, w), self.decay, self.decorrelate, self.cutoff, self.grow)
 
 
 def check_size(size: int | tuple[int, int], kind: str) -> None:
