@@ -1,6 +1,6 @@
 """Picture quality per compute budget: visfeat's recipes and lucent at 32-512 steps (issue 23).
 
-    python benchmarks/quality_budget.py [--budgets 32 64 128 256 512] [--recipes v0 visfeat lucent]
+    python benchmarks/quality_budget.py [--budgets 32 64 128 256 512] [--recipes v0 visfeat nogrow lucent]
         [--classes 10] [--channels 16] [--depths blocks.4 blocks.2] [--judge-lite1-renders]
         [--json out.json] [--figure fig.png] [--threads 2] [--smoke]
 
@@ -32,6 +32,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from visfeat import param as P
 from visfeat import transforms as tf
 from visfeat.images import random_crops, sample_photos
 from visfeat.presets import PRESETS
+from visfeat.render import default_param
 
 CLASSES = ["goldfish", "flamingo", "tarantula", "jellyfish", "monarch", "daisy", "lemon", "espresso"]
 CLASSES += ["sports car", "volcano"]
@@ -69,7 +71,14 @@ def visfeat(model: vf.Model, layer: str | None, steps: int) -> dict:
     return {"preset": nearest.name, "views": 1}
 
 
-RECIPES: dict[str, Recipe] = {"v0": v0, "visfeat": visfeat}
+def nogrow(model: vf.Model, layer: str | None, steps: int) -> dict:
+    """visfeat's recipe with the image at full band from the first step (visfeat 0.2.0): the ablation of
+    ``render.FOURIER_GROW``, coarse to fine."""
+    unit = O.class_logit(0) if layer is None else O.channel(layer, 0)
+    return {**visfeat(model, layer, steps), "param": replace(default_param(model, [unit]), grow=0)}
+
+
+RECIPES: dict[str, Recipe] = {"v0": v0, "visfeat": visfeat, "nogrow": nogrow}
 
 
 # ------------------------------------------------------------------------------------------ measures

@@ -42,10 +42,14 @@ def test_quality_budget_smoke(tmp_path, capsys, monkeypatch):
 
 
 def test_recipes(monkeypatch):
-    """v0 is the recipe before issue 23; visfeat takes the preset whose step count is nearest."""
+    """v0 is the recipe before issue 23; visfeat takes the preset whose step count is nearest; nogrow is visfeat's
+    recipe with the image at full band from the first step (the low-pass still by depth)."""
     bench = _load(monkeypatch)
     model = bench.vf.load_model("efficientnet_lite0")
     old = bench.v0(model, None, 64)
     assert (old["lr"], old["lr_schedule"], old["settle"], old["param"].decay) == (0.05, "constant", 0.0, 1.0)
     picks = {steps: bench.visfeat(model, None, steps)["preset"] for steps in (32, 64, 128, 256, 512, 4096)}
     assert picks == {32: "draft", 64: "draft", 128: "draft", 256: "default", 512: "default", 4096: "heavy"}
+    flat = {layer: bench.nogrow(model, layer, 64) for layer in (None, "blocks.0")}
+    assert flat[None]["preset"] == "draft" and flat[None]["param"].grow == 0
+    assert flat[None]["param"].cutoff is not None and flat["blocks.0"]["param"].cutoff is None
