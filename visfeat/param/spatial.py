@@ -72,24 +72,23 @@ class FourierImage(nn.Module):
         h, w = size
         self.size = size
         self.spectrum = nn.Parameter(init)  # [B, 3, h, w//2+1, 2] (real, imag)
-        self.register_buffer("base", spectrum_scale(h, w, decay).to(init.device))
-        self.register_buffer("freqs", rfft_freqs(h, w).to(init.device))
-        self.cutoff, self.grow = cutoff, grow
+        base, freqs = spectrum_scale(h, w, decay).to(init.device), rfft_freqs(h, w).to(init.device)
+        self.register_buffer("base", base)
+        self.register_buffer("freqs", freqs)
+        # the band fully open, computed once: the scale of every step after the growth and of the final picture
+        self.register_buffer("full", base if cutoff is None else base * lowpass(freqs, cutoff))
+        self.register_buffer("scale", self.full)
+        self.grow = grow
         # no cutoff: the band ends where the cosine's flat part covers the corner frequency (sqrt 2 x Nyquist)
         self.end = cutoff if cutoff is not None else 2**0.5 / TAPER
-        self.register_buffer("scale", self._scale(1.0))
         self.decorrelate = decorrelate
-
-    def _scale(self, opened: float) -> torch.Tensor:
-        """The spectrum's scale with the pass band ``opened`` (a share: 0 at the start, 1 fully open)."""
-        if opened >= 1:
-            return self.base if self.cutoff is None else self.base * lowpass(self.freqs, self.cutoff)
-        return self.base * lowpass(self.freqs, GROW_FROM + (self.end - GROW_FROM) * opened)
 
     def set_progress(self, step: int, steps: int) -> None:
         """Where the optimization is: ``step`` of ``steps`` done (``step == steps`` for the final picture)."""
         if self.grow > 0:
-            self.scale = self._scale(step / min(self.grow, steps / 2))
+            opened = step / min(self.grow, steps / 2)
+            band = GROW_FROM + (self.end - GROW_FROM) * opened
+            self.scale = self.full if opened >= 1 else self.base * lowpass(self.freqs, band)
 
     def forward(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
