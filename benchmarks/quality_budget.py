@@ -75,7 +75,7 @@ def nogrow(model: vf.Model, layer: str | None, steps: int) -> dict:
     """visfeat's recipe with the image at full band from the first step (visfeat 0.2.0): the ablation of
     ``render.FOURIER_GROW``, coarse to fine."""
     unit = O.class_logit(0) if layer is None else O.channel(layer, 0)
-    return {**visfeat(model, layer, steps), "param": replace(default_param(model, [unit]), grow=0)}
+    return {**visfeat(model, layer, steps), "param": replace(default_param(model, [unit], steps), grow=0)}
 
 
 RECIPES: dict[str, Recipe] = {"v0": v0, "visfeat": visfeat, "nogrow": nogrow}

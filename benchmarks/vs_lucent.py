@@ -343,7 +343,7 @@ def quality_kind(args, device, lite0, lucent_net, kind: str) -> dict:
         rows.append({**row, "bar": max(own, at224)})
     vsteps = args.vf_steps
     shots = sorted({s for s in args.snapshots if s <= vsteps} | {vsteps})
-    param = P.fourier(args.vf_size) if args.vf_size else default_param(lite0)  # default: the input size
+    param = P.fourier(args.vf_size) if args.vf_size else default_param(lite0, steps=vsteps)  # render's default
     kw = {"param": param, "lr": args.vf_lr, "amp": args.amp, "progress": False}
     with PeakMemory(device) as mem:
         res = vf.render(lite0, units, steps=vsteps, seed=0, snapshots=shots, **kw)

@@ -13,6 +13,7 @@ import visfeat
 from visfeat.cli import main
 from visfeat.images import load_image
 from visfeat.presets import PRESETS
+from visfeat.render import FOURIER_CUTOFF, FOURIER_CUTOFF_LONG
 
 QUICK = ["--steps", "2", "--size", "32", "--no-progress", "--device", "cpu"]
 
@@ -66,6 +67,17 @@ def test_render_defaults_to_renders_param_at_the_models_input_size(tmp_path):
         side = json.loads((out / "2_1.json").read_text())
         assert (side["settings"]["param"]["kind"], side["settings"]["param"]["size"]) == (kind, 32)
         assert Image.open(out / "2_1.png").size == (32, 32)
+
+
+def test_render_default_image_follows_the_budget(tmp_path):
+    """The CLI's default image is render's for the budget it runs: the narrower low-pass from LONG_RUN steps
+    (the default preset), the wider one for the draft (a coarse unit: tiny_cli's pooled "4", 1x1 of 32 px)."""
+    for preset, cutoff in [("draft", FOURIER_CUTOFF), ("default", FOURIER_CUTOFF_LONG)]:
+        out = tmp_path / preset
+        assert main(["render", "tiny_cli", "4:1", "-o", str(out), "--preset", preset, "--no-progress"]) == 0
+        side = json.loads((out / "4_1.json").read_text())
+        assert side["settings"]["steps"] == PRESETS[preset].steps
+        assert side["settings"]["param"]["cutoff"] == cutoff
 
 
 def test_render_param_choice(tmp_path):

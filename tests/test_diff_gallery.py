@@ -144,3 +144,24 @@ def test_a_base_of_another_architecture_fails_before_any_picture(tmp_path: Path,
     with pytest.raises(VisfeatError, match="same model before the change"):
         build_gallery(parse_spec(text, "diff.toml"), tmp_path / "site", progress=False)
     assert not (tmp_path / "site" / MODEL).exists()  # refused at planning: no work done, no page written
+
+
+def test_the_diff_stage_draws_with_the_default_image_for_its_steps(tmp_path, monkeypatch):
+    """The diff stage's pictures (each model's and the difference) use render's default image for the section's
+    steps, as the render stage's do (the low-pass narrows for long runs)."""
+    import importlib
+    import sys
+
+    render_module = importlib.import_module("visfeat.render")  # the package exports a function of that name
+    original, heard = render_module.default_param, []
+
+    def spy(model, objectives=(), steps=None):
+        heard.append((sys._getframe(1).f_globals["__name__"], steps))
+        return original(model, objectives, steps)
+
+    monkeypatch.setattr(render_module, "default_param", spy)
+    monkeypatch.syspath_prepend(str(HERE))
+    spec = SPEC.replace("steps = 6", "steps = 2").replace('units = "all"', "units = [0, 1]", 1).split("[scan]")[0]
+    build_gallery(parse_spec(spec, "diff.toml"), tmp_path / "site", progress=False)
+    from_diff = [steps for caller, steps in heard if caller.endswith("stages.diff")]
+    assert from_diff and set(from_diff) == {2}

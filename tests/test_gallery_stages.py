@@ -4,6 +4,7 @@ without a line changed elsewhere. The registry orders the package's stages and r
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,3 +136,18 @@ def test_the_registry_orders_stages_and_refuses_a_stage_before_what_it_reads():
 
     with pytest.raises(VisfeatError, match="distinct"):
         Stages((*default_stages(), Twin()))
+
+
+def test_the_render_stage_draws_with_the_default_image_for_its_steps(tmp_path, monkeypatch):
+    """The gallery's pictures use render's default image for the steps the section runs (the low-pass narrows
+    for long runs), as the re-render command on a unit page does."""
+    render_module = importlib.import_module("visfeat.render")  # the module (the package exports a function of its name)
+    original, heard = render_module.default_param, []
+
+    def spy(model, objectives=(), steps=None):
+        heard.append(steps)
+        return original(model, objectives, steps)
+
+    monkeypatch.setattr(render_module, "default_param", spy)
+    build_gallery(parse_spec(SPEC.replace("steps = 2", "steps = 3"), "tiny.toml"), tmp_path / "site", progress=False)
+    assert heard == [3, 3, 3]  # one call per render batch: 5 units in batches of 3, and the 2 classes

@@ -14,8 +14,10 @@ from visfeat.models import InputSpec, Model
 from visfeat.presets import PRESETS, get_preset
 from visfeat.render import (
     FOURIER_CUTOFF,
+    FOURIER_CUTOFF_LONG,
     FOURIER_DECAY,
     FOURIER_GROW,
+    LONG_RUN,
     RenderResult,
     default_param,
     default_transforms,
@@ -194,7 +196,7 @@ def test_input_penalty_sees_the_untransformed_images():
 
 def test_default_low_pass_only_for_coarse_layers():
     """A unit that sees the picture at 1/16 of its side or coarser gets the low-pass, a finer one the finest
-    scales; class logits go by the model's coarsest map."""
+    scales; class logits go by the model's coarsest map. A run of LONG_RUN steps or more gets the narrower band."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.ReLU(), nn.Conv2d(4, 8, 4, stride=4), nn.ReLU())
     net.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)))
@@ -206,6 +208,11 @@ def test_default_low_pass_only_for_coarse_layers():
     assert default_param(deep, [O.class_logit(3), O.channel("0", 0)]).cutoff is None  # the finest layer decides
     assert render(deep, "0:0", steps=1, progress=False).settings["param"]["cutoff"] is None
     assert render(deep, O.class_logit(3), steps=1, progress=False).settings["param"]["cutoff"] == FOURIER_CUTOFF
+    assert default_param(deep, [O.class_logit(3)], steps=LONG_RUN - 1).cutoff == FOURIER_CUTOFF
+    assert default_param(deep, [O.class_logit(3)], steps=LONG_RUN).cutoff == FOURIER_CUTOFF_LONG < FOURIER_CUTOFF
+    assert default_param(deep, [O.channel("0", 0)], steps=LONG_RUN).cutoff is None  # fine units: every scale
+    long = render(deep, O.class_logit(3), steps=LONG_RUN, progress=False)  # render passes its own steps
+    assert long.settings["param"]["cutoff"] == FOURIER_CUTOFF_LONG
     toy = _model()  # 24 px, its coarsest map 12x12: the logits of a toy CNN keep the finest scales
     assert default_param(toy, [O.class_logit(3)]).cutoff is None
 

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import param
     from ..images import atomic_write, check_writable, save_image
+    from ..presets import get_preset
     from ..render import default_param, render
     from ..units import parse_units
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     units = list(dict.fromkeys(u for text in args.units for u in parse_units(text, model)))
     preact = not args.no_preact
     objectives = [u.objective(model, preact=preact) for u in units]
-    p = default_param(model, objectives)
+    p = default_param(model, objectives, args.steps or get_preset(args.preset).steps)
     if args.param or args.size:  # the size of render's default unless --size says otherwise
         p = param.create(args.param or "fourier", size=args.size or p.size)
     out.mkdir(parents=True, exist_ok=True)

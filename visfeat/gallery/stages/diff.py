@@ -198,7 +198,7 @@ class DiffStage(Stage):
                 objs += [changed, before, changed - before]
             images = len(objs)
             tick = False if ctx.tick is None else (lambda n, k=images: ctx.tick(n * k * r.views * rate))
-            param = default_param(ctx.model, [o for _, o in chunk])
+            param = default_param(ctx.model, [o for _, o in chunk], r.steps)
             out = render(pair, objs, param=param, seed=job.seed + start, progress=tick, **common)
             for i, (u, _) in enumerate(chunk):
                 for j, what in enumerate(SHOWN):

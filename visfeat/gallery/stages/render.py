@@ -174,7 +174,7 @@ class RenderStage(Stage):
         def progress(images: int):  # one render step of ``images`` images, in the build bar's seconds
             return False if ctx.tick is None else (lambda n: ctx.tick(n * images * r.views * rate))
 
-        param = default_param(ctx.model, plain)
+        param = default_param(ctx.model, plain, r.steps)
         folder = ctx.store.folder(self.name, job.key)
         main = render(ctx.model, opt, param=param, seed=job.seed, progress=progress(len(opt)), **common)
         held = evaluate(ctx.model, plain, main.images)
