@@ -136,6 +136,29 @@ def test_fourier_grow_opens_the_pass_band_coarse_to_fine():
             P.fourier(64, grow=bad)
 
 
+def test_fourier_headroom_penalizes_only_logits_near_black_and_white():
+    """penalty(): headroom x the mean squared excess of the colour logits beyond +-4, per image, read from the last
+    picture drawn; a picture inside the band costs nothing, and headroom 0 costs nothing anywhere."""
+    gen = torch.Generator().manual_seed(0)
+    image = P.fourier(32, sd=10.0, decay=0.0, headroom=10.0).build(2, gen)
+    with torch.no_grad():
+        image.spectrum[1] *= 0.05  # the second picture stays near grey
+    pictures = image()
+    logits = (torch.log(pictures) - torch.log1p(-pictures)).detach()  # the sigmoid's inverse
+    assert logits[0].abs().max() > 5 and logits[1].abs().max() < 4
+    expected = 10.0 * (logits.abs() - 4).clamp(min=0).pow(2).mean((1, 2, 3))
+    penalty = image.penalty()
+    assert penalty.shape == (2,) and penalty[0] > 0 and penalty[1] == 0
+    assert torch.allclose(penalty, expected, rtol=1e-3)
+    penalty[0].backward()  # it pulls on the spectrum
+    assert image.spectrum.grad[0].abs().sum() > 0
+    free = P.fourier(32, sd=10.0, decay=0.0).build(2, torch.Generator().manual_seed(0))
+    assert torch.allclose(free()[0], pictures[0]) and torch.equal(free.penalty(), torch.zeros(2))
+    for bad in (-1.0, float("inf"), True, "1"):
+        with pytest.raises(VisfeatError, match="headroom is the weight"):
+            P.fourier(64, headroom=bad)
+
+
 def test_default_spectrum_ships_and_loads():
     spec = P.default_spectrum()
     assert spec.shape == (3, 224, 113) and spec.dtype == torch.float32

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -17,6 +19,7 @@ from visfeat.render import (
     FOURIER_CUTOFF_LONG,
     FOURIER_DECAY,
     FOURIER_GROW,
+    FOURIER_HEADROOM,
     LONG_RUN,
     RenderResult,
     default_param,
@@ -63,7 +66,8 @@ def test_result_images_and_history():
     assert r.names == ["channel(conv2:3)"]
     assert r.settings["steps"] == 6 and r.settings["seed"] == 0 and r.settings["model"] == "tiny"
     assert r.settings["param"] == {
-        "kind": "fourier", "size": 20, "sd": 0.01, "decay": 1.0, "decorrelate": True, "cutoff": None, "grow": 0.0
+        "kind": "fourier", "size": 20, "sd": 0.01, "decay": 1.0, "decorrelate": True, "cutoff": None, "grow": 0.0,
+        "headroom": 0.0
     }  # fmt: skip
     assert r.seconds > 0
 
@@ -248,7 +252,7 @@ def test_render_tells_a_growing_image_its_progress():
 
 def test_defaults_and_settings_record():
     m = _model()
-    low = {"decay": FOURIER_DECAY, "cutoff": FOURIER_CUTOFF, "grow": FOURIER_GROW}
+    low = {"decay": FOURIER_DECAY, "cutoff": FOURIER_CUTOFF, "grow": FOURIER_GROW, "headroom": FOURIER_HEADROOM}
     assert default_param(m) == P.fourier(size=24, **low)  # the model's input size
     assert default_param(Model(m.module, InputSpec(size=None))) == P.fourier(size=128, **low)
     assert default_param(Model(m.module, InputSpec(size=(24, 32)))) == P.fourier(size=(24, 32), **low)
@@ -334,3 +338,17 @@ def test_settle_finishes_on_the_untransformed_picture(settle, transformed):
 
     r = render(_model(), "conv2:0", param=P.fourier(20), steps=8, settle=settle, transforms=recorded, progress=False)
     assert len(calls) == transformed and r.settings["settle"] == settle
+
+
+def test_default_image_keeps_pixels_off_black_and_white():
+    """A toy channel pushed for 100 steps drives a Fourier image without headroom to 0 or 255 on a share of its
+    pixels; the default image's headroom penalty keeps every pixel off both."""
+    m = _model()
+    run = dict(steps=100, lr=0.2, progress=False, seed=0)
+    for layer, channel in (("conv2", 3), ("conv1", 0)):
+        param = default_param(m, [O.channel(layer, channel)])
+        assert param.headroom == FOURIER_HEADROOM > 0
+        bounded = render(m, f"{layer}:{channel}", **run).images.mul(255).round()
+        free = render(m, f"{layer}:{channel}", param=replace(param, headroom=0.0), **run).images.mul(255).round()
+        assert ((free == 0) | (free == 255)).float().mean() > 0.05
+        assert ((bounded == 0) | (bounded == 255)).sum() == 0

@@ -46,15 +46,13 @@ class RenderResult:
         return self.history[-1]
 
 
-#: The spectrum scaling of the default Fourier image, 1/f^1.05: a little more weight on coarse structure than
-#: natural images' 1/f: less high-frequency noise and more contrast at 64 and 256 steps (docs/quality.md).
-FOURIER_DECAY = 1.05
 #: The default low-pass (``params.fourier(cutoff=...)``), a smooth fall to 0.8 x Nyquist: the finest scales held
 #: speckle (HF share 16% -> 2% at 64 steps). 0.6 from LONG_RUN steps, which push the open scales into speckle again.
 FOURIER_CUTOFF, FOURIER_CUTOFF_LONG, LONG_RUN = 0.8, 0.6, 256
-#: Coarse to fine over the first 32 steps (``params.fourier(grow=)``): objects drawn large before detail (all:
-#: docs/quality.md).
-FOURIER_GROW = 32
+#: The spectrum 1/f^1.05: more weight on coarse structure than natural images' 1/f, less speckle, more contrast;
+#: coarse to fine over the first 32 steps (``fourier(grow=)``): objects drawn large before detail; a penalty on
+#: colour logits near pure black and white (``fourier(headroom=)``): no clipped pixels (all: docs/quality.md).
+FOURIER_DECAY, FOURIER_GROW, FOURIER_HEADROOM = 1.05, 32, 1000.0
 #: A layer that sees the picture at 1/COARSE of its side or coarser gets the low-pass (class logits: see _coarse).
 COARSE = 16
 
@@ -62,10 +60,10 @@ COARSE = 16
 def default_param(model: Model, objectives: Iterable[Objective] = (), steps: int | None = None) -> params.Param:
     """Fourier at the model's input size (128 px for a model without one), spectrum 1/f^1.05. Not lucent's 128 px image
     upsampled to 224: at full resolution every step moves every pixel the model sees, and lucent's 512-step quality
-    comes after 128 steps instead of 192-320 (``docs/performance.md``). Low-passed (``FOURIER_CUTOFF``, or ``_LONG``
-    for a run of ``steps`` >= LONG_RUN) unless one of ``objectives`` reads a layer finer than 1/16 of the input:
-    shallow units want the finest scales (a ``blocks.2`` channel's ratio 8.3 without, 5.7 with), deep units and
-    classes lose only speckle (``docs/quality.md``). Coarse to fine (``FOURIER_GROW``). ViTs: ``vit_param``."""
+    comes after 128 steps instead of 192-320 (``docs/performance.md``). Low-passed (``FOURIER_CUTOFF``, ``_LONG`` from
+    LONG_RUN ``steps``) unless one of ``objectives`` reads a layer finer than 1/16 of the input: shallow units want
+    the finest scales (a ``blocks.2`` channel's ratio 8.3 without, 5.7 with), deep units and classes lose only speckle
+    (``docs/quality.md``). Coarse to fine (``FOURIER_GROW``), with ``FOURIER_HEADROOM``. ViTs: ``vit_param``."""
     vit = vit_param(model)
     if vit is not None:
         return vit
@@ -73,7 +71,8 @@ def default_param(model: Model, objectives: Iterable[Objective] = (), steps: int
     layers = set().union(*(o.layers for o in objectives)) - {INPUT}
     cutoff = FOURIER_CUTOFF_LONG if steps is not None and steps >= LONG_RUN else FOURIER_CUTOFF
     cutoff = cutoff if all(_coarse(model, name) for name in layers) else None
-    return params.fourier(size=h if h == w else (h, w), decay=FOURIER_DECAY, cutoff=cutoff, grow=FOURIER_GROW)
+    size = h if h == w else (h, w)
+    return params.fourier(size, decay=FOURIER_DECAY, cutoff=cutoff, grow=FOURIER_GROW, headroom=FOURIER_HEADROOM)
 
 
 def _coarse(model: Model, layer: str) -> bool:

@@ -14,8 +14,11 @@ def decorrelate(x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", _COLOR.to(x.device, x.dtype), x)
 
 
+def to_logits(x: torch.Tensor, decorrelated: bool = True) -> torch.Tensor:
+    """Unbounded parameters -> the RGB logits that :func:`to_rgb` squashes (optional decorrelation)."""
+    return decorrelate(x) if decorrelated else x
+
+
 def to_rgb(x: torch.Tensor, decorrelated: bool = True) -> torch.Tensor:
     """Unbounded parameters -> RGB in [0, 1] (optional decorrelation, then a sigmoid)."""
-    if decorrelated:
-        x = decorrelate(x)
-    return torch.sigmoid(x)
+    return torch.sigmoid(to_logits(x, decorrelated))

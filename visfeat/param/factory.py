@@ -35,11 +35,14 @@ def fourier(
     decorrelate: bool = True,
     cutoff: float | None = None,
     grow: int = 0,
+    headroom: float = 0.0,
 ) -> Fourier:
     """1/f-scaled Fourier spectrum with colour decorrelation (Lucid's default); ``cutoff``: a low-pass that falls
     smoothly to 0 at this share of Nyquist (0.5: none of the finest half of the scales); ``grow``: coarse to fine,
-    the pass band opens from 0.15 x Nyquist to ``cutoff`` over this many first steps of a render, at most half."""
-    return Fourier(size, sd, decay, decorrelate, cutoff, grow)
+    the pass band opens from 0.15 x Nyquist to ``cutoff`` over this many first steps of a render, at most half;
+    ``headroom``: the weight of a penalty on colour logits beyond +-4 (sigmoid 0.018 / 0.982), which keeps pixels
+    off pure black and white (1000 in ``render``'s default: clipped pixels 0.07% -> 0 at 256 steps)."""
+    return Fourier(size, sd, decay, decorrelate, cutoff, grow, headroom)
 
 
 def maco(size: int | tuple[int, int] = 224, spectrum=None, contrast: float = 1.0) -> Maco:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import VisfeatError
-from .color import to_rgb
+from .color import to_logits, to_rgb
 
 
 def rfft_freqs(h: int, w: int) -> torch.Tensor:
@@ -52,12 +52,15 @@ class PixelImage(nn.Module):
 
 #: Where a coarse-to-fine Fourier image's pass band starts (``fourier(grow=...)``), as a share of Nyquist.
 GROW_FROM = 0.15
+#: The colour logit past which ``fourier(headroom=...)`` pushes back: sigmoid(4) = 0.982, within 4.6 of 255 levels.
+HEADROOM_EDGE = 4.0
 
 
 class FourierImage(nn.Module):
     """The image's 2-D spectrum is the parameter, scaled by 1/f^decay so all frequencies learn alike.
     With ``grow`` > 0 the pass band opens from ``GROW_FROM`` x Nyquist to ``cutoff`` (or to every frequency) over the
-    first ``grow`` steps, at most half of them, as ``render`` reports them through :meth:`set_progress`."""
+    first ``grow`` steps, at most half of them, as ``render`` reports them through :meth:`set_progress`.
+    ``penalty()``: ``headroom`` x the mean squared excess of the colour logits beyond +-``HEADROOM_EDGE``, per image."""
 
     def __init__(
         self,
@@ -67,6 +70,7 @@ class FourierImage(nn.Module):
         decorrelate: bool,
         cutoff: float | None = None,
         grow: int = 0,
+        headroom: float = 0.0,
     ) -> None:
         super().__init__()
         h, w = size
@@ -82,6 +86,8 @@ class FourierImage(nn.Module):
         # no cutoff: the band ends where the cosine's flat part covers the corner frequency (sqrt 2 x Nyquist)
         self.end = cutoff if cutoff is not None else 2**0.5 / TAPER
         self.decorrelate = decorrelate
+        self.headroom = headroom
+        self.logits: torch.Tensor | None = None  # the last forward's colour logits, read by penalty()
 
     def set_progress(self, step: int, steps: int) -> None:
         """Where the optimization is: ``step`` of ``steps`` done (``step == steps`` for the final picture)."""
@@ -93,7 +99,17 @@ class FourierImage(nn.Module):
     def forward(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
         img = torch.fft.irfft2(spec, s=self.size, norm="ortho") / 4.0
-        return to_rgb(img, self.decorrelate)
+        logits = to_logits(img, self.decorrelate)
+        self.logits = logits if self.headroom else None
+        return torch.sigmoid(logits)
+
+    def penalty(self) -> torch.Tensor:
+        """Per image [B]: ``headroom`` x the mean squared excess of the last picture's colour logits beyond
+        +-HEADROOM_EDGE. It keeps pixels off pure black and white, where the sigmoid flattens and detail is lost."""
+        if self.logits is None:
+            return torch.zeros(len(self.spectrum), device=self.spectrum.device)
+        excess = (self.logits.abs() - HEADROOM_EDGE).clamp(min=0)
+        return self.headroom * excess.pow(2).mean((1, 2, 3))
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,7 @@ class Fourier:
     decorrelate: bool = True
     cutoff: float | None = None  # low-pass: nothing above this share of Nyquist (radially, see lowpass); None: all
     grow: int = 0  # coarse to fine: the pass band opens over this many first steps, at most half (FourierImage)
+    headroom: float = 0.0  # weight of penalty() on colour logits beyond +-HEADROOM_EDGE (FourierImage); 0: none
 
     def __post_init__(self) -> None:
         check_size(self.size, "fourier")
@@ -135,11 +152,19 @@ class Fourier:
                 f"fourier grow is the number of first steps over which the image goes coarse to fine, a whole "
                 f"number >= 0 (e.g. 32; 0: no growth), got {self.grow!r}"
             )
+        number = isinstance(self.headroom, (int, float)) and not isinstance(self.headroom, bool)
+        if not number or not 0 <= self.headroom < float("inf"):
+            raise VisfeatError(
+                f"fourier headroom is the weight of the penalty on colour logits near pure black and white, a "
+                f"number >= 0 (e.g. 1000; 0: none), got {self.headroom!r}"
+            )
 
     def build(self, batch: int, generator: torch.Generator, device: torch.device | str = "cpu") -> FourierImage:
         h, w = _pair(self.size)
         init = torch.randn(batch, 3, h, w // 2 + 1, 2, generator=generator) * self.sd
-        return FourierImage(init.to(device), (h, w), self.decay, self.decorrelate, self.cutoff, self.grow)
+        return FourierImage(
+            init.to(device), (h, w), self.decay, self.decorrelate, self.cutoff, self.grow, self.headroom
+        )
 
 
 def check_size(size: int | tuple[int, int], kind: str) -> None:
