@@ -63,16 +63,17 @@ def default_param(model: Model, objectives: Iterable[Objective] = (), steps: int
     comes after 128 steps instead of 192-320 (``docs/performance.md``). Low-passed (``FOURIER_CUTOFF``, ``_LONG`` from
     LONG_RUN ``steps``) unless one of ``objectives`` reads a layer finer than 1/16 of the input: shallow units want
     the finest scales (a ``blocks.2`` channel's ratio 8.3 without, 5.7 with), deep units and classes lose only speckle
-    (``docs/quality.md``). Coarse to fine (``FOURIER_GROW``), with ``FOURIER_HEADROOM``. ViTs: ``vit_param``."""
+    (``docs/quality.md``); low-passed units also get ``FOURIER_HEADROOM`` (a shallow unit may want saturated colour).
+    Coarse to fine (``FOURIER_GROW``). ViTs: ``vit_param``."""
     vit = vit_param(model)
     if vit is not None:
         return vit
     h, w = model.spec.size or (128, 128)
     layers = set().union(*(o.layers for o in objectives)) - {INPUT}
-    cutoff = FOURIER_CUTOFF_LONG if steps is not None and steps >= LONG_RUN else FOURIER_CUTOFF
-    cutoff = cutoff if all(_coarse(model, name) for name in layers) else None
-    size = h if h == w else (h, w)
-    return params.fourier(size, decay=FOURIER_DECAY, cutoff=cutoff, grow=FOURIER_GROW, headroom=FOURIER_HEADROOM)
+    coarse = all(_coarse(model, name) for name in layers)
+    cutoff = (FOURIER_CUTOFF_LONG if steps is not None and steps >= LONG_RUN else FOURIER_CUTOFF) if coarse else None
+    size, headroom = (h if h == w else (h, w)), (FOURIER_HEADROOM if coarse else 0.0)
+    return params.fourier(size, decay=FOURIER_DECAY, cutoff=cutoff, grow=FOURIER_GROW, headroom=headroom)
 
 
 def _coarse(model: Model, layer: str) -> bool:
