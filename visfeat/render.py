@@ -53,7 +53,7 @@ FOURIER_CUTOFF, FOURIER_CUTOFF_LONG, LONG_RUN = 0.8, 0.6, 256
 #: coarse to fine over the first 32 steps (``fourier(grow=)``): objects drawn large before detail; a penalty on
 #: colour logits near pure black and white (``fourier(headroom=)``): no clipped pixels (all: docs/quality.md).
 FOURIER_DECAY, FOURIER_GROW, FOURIER_HEADROOM = 1.05, 32, 1000.0
-#: A layer that sees the picture at 1/COARSE of its side or coarser gets the low-pass (class logits: see _coarse).
+#: A layer that sees the picture at 1/COARSE of its side or coarser gets the low-pass and headroom (see _coarse).
 COARSE = 16
 
 

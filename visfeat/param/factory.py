@@ -41,7 +41,7 @@ def fourier(
     smoothly to 0 at this share of Nyquist (0.5: none of the finest half of the scales); ``grow``: coarse to fine,
     the pass band opens from 0.15 x Nyquist to ``cutoff`` over this many first steps of a render, at most half;
     ``headroom``: the weight of a penalty on colour logits beyond +-4 (sigmoid 0.018 / 0.982), which keeps pixels
-    off pure black and white (1000 in ``render``'s default: clipped pixels 0.07% -> 0 at 256 steps)."""
+    off pure black and white (1000 in ``render``'s default for coarse units: clipped 0.07% -> 0 at 256 steps)."""
     return Fourier(size, sd, decay, decorrelate, cutoff, grow, headroom)
 
 
