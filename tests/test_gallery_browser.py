@@ -265,7 +265,7 @@ def test_screenshots_of_index_layer_and_unit_pages(browser, site, tmp_path) -> N
     from PIL import Image
 
     demo = os.environ.get("VISFEAT_SITE")
-    root = Path(demo) if demo else site
+    root = Path(demo).resolve() if demo else site  # a file URL needs an absolute path
     shots = Path(os.environ.get("VISFEAT_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     model = "efficientnet_lite0" if demo else MODEL_DIR
