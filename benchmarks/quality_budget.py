@@ -2,7 +2,7 @@
 
     python benchmarks/quality_budget.py [--budgets 32 64 128 256 512] [--recipes v0 visfeat nogrow lucent]
         [--classes 10] [--channels 16] [--depths blocks.4 blocks.2] [--judge-lite1-renders]
-        [--json out.json] [--figure fig.png] [--threads 2] [--smoke]
+        [--reference all|native] [--json out.json] [--figure fig.png] [--threads 2] [--smoke]
 
 Units: ten ImageNet class logits and 16 evenly spaced channels of each depth of EfficientNet-Lite0. For every
 recipe and budget, the pictures are scored by
@@ -18,7 +18,8 @@ recipe and budget, the pictures are scored by
   its largest spatial mean on 256 random crops of the sample photos; median over the channels, per depth;
 - naturalness (DINOv2 ViT-S/14, another family): the picture's position along the Fisher direction that
   separates natural crops from 1/f colour noise in DINOv2's embedding space; 0 = held-out noise, 1 = held-out
-  crops (see ``Naturalness`` for why not the nearest-crop cosine).
+  crops (see ``Naturalness`` for why not the nearest-crop cosine). ``--reference native`` scales it to crops
+  that are never enlarged (``reference_crops``): the check that it does not reward soft pictures.
 
 ``--smoke`` runs a tiny version (2 classes, 2 channels, 4 and 8 steps) for CI; its numbers mean nothing.
 """
@@ -134,12 +135,11 @@ class Naturalness:
     slope d is drawn from NOISE_SLOPES: with d = 1 alone the direction read mostly the slope, and random
     1/f^1.6 noise scored 0.61, above visfeat's 256-step class pictures (0.53; docs/quality.md)."""
 
-    def __init__(self, crops: torch.Tensor, n_noise: int = 96, n_held: int = 32, device: str = "cpu") -> None:  # noqa: D107
+    def __init__(self, crops: torch.Tensor, held: torch.Tensor, n_noise: int = 96, device: str = "cpu") -> None:  # noqa: D107
         self.model = vf.load_model("dinov2_vits14_imgfocus", device=device)
         nat = self.embed(crops)
         noise = self.embed(self.noise(n_noise, seed=7))
-        held_nat = random_crops(sample_photos().values(), n=n_held, size=224, scales=(0.1, 1.0), seed=7)
-        held_nat, held_noise = self.embed(held_nat), self.embed(self.noise(n_held, seed=8))
+        held_nat, held_noise = self.embed(held), self.embed(self.noise(len(held), seed=8))
         pooled = torch.cat([nat - nat.mean(0), noise - noise.mean(0)])
         cov = pooled.T @ pooled / len(pooled)
         cov += 0.1 * cov.diagonal().mean() * torch.eye(len(cov))  # shrinkage: 384 dims, a few hundred samples
@@ -167,6 +167,21 @@ class Naturalness:
 
     def __call__(self, images: torch.Tensor) -> float:
         return self.scores(images).mean().item() if len(images) else float("nan")
+
+
+def reference_crops(kind: str, n: int, seed: int, size: int = 224) -> torch.Tensor:
+    """The photo crops the naturalness score is scaled to. ``"all"``: sides from 10% to 100% of a photo's short
+    side, over half of them magnified to ``size`` and so soft; ``"native"``: never magnified (side >= ``size``
+    px), the check that the score does not reward a picture for being soft."""
+    photos = list(sample_photos().values())
+    if kind == "all":
+        return random_crops(photos, n=n, size=size, scales=(0.1, 1.0), seed=seed)
+    per = -(-n // len(photos))
+    crops = [
+        random_crops([p], n=per, size=size, scales=(min(1.0, size / min(p.shape[-2:])), 1.0), seed=seed + 1000 * i)
+        for i, p in enumerate(photos)
+    ]
+    return torch.cat(crops)[torch.randperm(per * len(photos), generator=torch.Generator().manual_seed(seed))[:n]]
 
 
 # ------------------------------------------------------------------------------------------ renderers
@@ -237,8 +252,9 @@ def layer_width(model: vf.Model, layer: str) -> int:
 
 def run(args) -> dict:
     lite0, lite1 = (vf.load_model(f"efficientnet_lite{i}", device=args.device) for i in (0, 1))
-    crops = random_crops(sample_photos().values(), n=args.natural_crops, size=224, scales=(0.1, 1.0), seed=0)
-    nature = Naturalness(crops, *((8, 4) if args.smoke else (96, 32)), args.device) if args.naturalness else None
+    n_noise, n_held = (8, 4) if args.smoke else (96, 32)
+    crops, held = (reference_crops(args.reference, n, seed) for n, seed in ((args.natural_crops, 0), (n_held, 7)))
+    nature = Naturalness(crops, held, n_noise, args.device) if args.naturalness else None
     classes = CLASSES[: args.classes]
     rows: dict = {}
     pictures: dict = {}
@@ -347,6 +363,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--judge-lite1-renders", action="store_true", help="also render the classes on Lite1")
     ap.add_argument("--natural-crops", type=int, default=256)
     ap.add_argument("--no-naturalness", dest="naturalness", action="store_false")
+    ap.add_argument(
+        "--reference",
+        choices=["all", "native"],
+        default="all",
+        help="naturalness reference: crops of 10-100%% of a photo (all) or never magnified (native)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the judges and DINOv2 run there too)")
     ap.add_argument("--json", default=None)

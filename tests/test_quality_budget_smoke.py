@@ -56,13 +56,31 @@ def test_recipes(monkeypatch):
     assert flat[None]["param"].cutoff is not None and flat["blocks.0"]["param"].cutoff is None
 
 
+def test_native_reference_crops_are_not_magnified(monkeypatch):
+    """The "native" reference takes crops at least 224 px of their photo, so none is an enlarged, soft patch. On a
+    photo of white noise every native crop keeps its fine scales (measured: above 0.5 of the power above half
+    Nyquist); a quarter or more of the default's (10% to 100%) lose most of them."""
+    import torch
+
+    bench = _load(monkeypatch)
+    monkeypatch.setattr(
+        bench, "sample_photos", lambda: {"noise": torch.rand(3, 448, 600, generator=torch.Generator().manual_seed(0))}
+    )
+    hf = {
+        kind: [bench.picture_stats(crop[None], 224)["hf_noise"] for crop in bench.reference_crops(kind, 24, seed=1)]
+        for kind in ("all", "native")
+    }
+    assert min(hf["native"]) > 0.5, hf["native"]
+    assert sum(h < 0.4 for h in hf["all"]) >= 6, hf["all"]
+
+
 @pytest.mark.slow
-def test_naturalness_reads_content_not_spectral_slope(monkeypatch):
+@pytest.mark.parametrize("reference", ["all", "native"])
+def test_naturalness_reads_content_not_spectral_slope(monkeypatch, reference):
     """Random colour noise scores near 0 whatever its spectral slope, and photo crops it has not seen near 1. With
     1/f noise alone as the negative class, random 1/f^1.6 and 1/f^2 noise scored 0.50 and 0.86 here: the slope."""
     bench = _load(monkeypatch)
-    photos = bench.sample_photos().values()
-    nature = bench.Naturalness(bench.random_crops(photos, n=128, size=224, scales=(0.1, 1.0), seed=0), 64, 16)
+    nature = bench.Naturalness(*(bench.reference_crops(reference, n, seed) for n, seed in ((128, 0), (16, 7))), 64)
     for i, slope in enumerate((0.6, 1.0, 1.6, 2.0)):
         assert nature(bench.Naturalness.noise(8, seed=20 + i, slopes=(slope, slope))) < 0.3, slope
-    assert nature(bench.random_crops(photos, n=16, size=224, scales=(0.1, 1.0), seed=30)) > 0.7
+    assert nature(bench.reference_crops(reference, 16, seed=30)) > 0.7
