@@ -171,7 +171,7 @@ class Naturalness:
 
 def reference_crops(kind: str, n: int, seed: int, size: int = 224) -> torch.Tensor:
     """The photo crops the naturalness score is scaled to. ``"all"``: sides from 10% to 100% of a photo's short
-    side, over half of them magnified to ``size`` and so soft; ``"native"``: never magnified (side >= ``size``
+    side, about two in five of them enlarged to ``size`` and so soft; ``"native"``: never magnified (side >= ``size``
     px), the check that the score does not reward a picture for being soft."""
     photos = list(sample_photos().values())
     if kind == "all":

@@ -78,7 +78,8 @@ def test_native_reference_crops_are_not_magnified(monkeypatch):
 @pytest.mark.parametrize("reference", ["all", "native"])
 def test_naturalness_reads_content_not_spectral_slope(monkeypatch, reference):
     """Random colour noise scores near 0 whatever its spectral slope, and photo crops it has not seen near 1. With
-    1/f noise alone as the negative class, random 1/f^1.6 and 1/f^2 noise scored 0.50 and 0.86 here: the slope."""
+    1/f noise alone as the negative class, random 1/f^1.6 and 1/f^2 noise scored 0.50 and 0.86 on the default
+    reference: the slope."""
     bench = _load(monkeypatch)
     nature = bench.Naturalness(*(bench.reference_crops(reference, n, seed) for n, seed in ((128, 0), (16, 7))), 64)
     for i, slope in enumerate((0.6, 1.0, 1.6, 2.0)):
