@@ -85,3 +85,20 @@ def test_naturalness_reads_content_not_spectral_slope(monkeypatch, reference):
     for i, slope in enumerate((0.6, 1.0, 1.6, 2.0)):
         assert nature(bench.Naturalness.noise(8, seed=20 + i, slopes=(slope, slope))) < 0.3, slope
     assert nature(bench.reference_crops(reference, 16, seed=30)) > 0.7
+
+
+@pytest.mark.slow
+def test_naturalness_ablation_smoke(tmp_path, monkeypatch):
+    """benchmarks/naturalness_ablation.py at 2 steps: a row per setting plus visfeat's recipe, every measure in
+    range, and the figure stacks the 128 px and 224 px rows (five pictures a row, captioned)."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("naturalness_ablation", BENCH.parent / "naturalness_ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fig = tmp_path / "walk.png"
+    rows = mod.main(["--steps", "2", "--threads", "1", "--figure", str(fig)])
+    assert list(rows)[: len(mod.CHANGES)] == list(mod.CHANGES) and len(rows) == len(mod.CHANGES) + 1
+    for row in rows.values():
+        assert 0 < row["contrast"] < 0.5 and 0 <= row["top1"] <= 10 and -1 < row["naturalness"] < 2
+    with Image.open(fig) as im:
+        assert im.width == 5 * 160 and im.height == len(rows) * (160 + 4 + 12 * 2)
